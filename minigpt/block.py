@@ -1,0 +1,76 @@
+"""The transformer block of GPT-2: LayerNorm, GELU, the MLP, and the pre-LN residual block.
+
+GPT-2 moved LayerNorm to the *input* of each sub-layer (Radford et al. 2019, section 2.3):
+
+    x = x + attn(ln_1(x))
+    x = x + mlp(ln_2(x))
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import CausalSelfAttention, KeyValue
+from .config import GPT2Config
+
+
+class LayerNorm(nn.Module):
+    """Ba et al. 2016: y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, over the last dimension."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, fused: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.fused = fused
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased variance, as LayerNorm defines it
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+def gelu(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016), the form GPT-2 was trained with:
+
+    gelu(x) = 0.5 x (1 + tanh( sqrt(2/pi) (x + 0.044715 x^3) ))
+    """
+    if fused:
+        return F.gelu(x, approximate="tanh")
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU -> C."""
+
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.fused = cfg.fused
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        return self.dropout(self.c_proj(gelu(self.c_fc(x), self.fused)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, layer_past: KeyValue | None = None
+    ) -> tuple[torch.Tensor, KeyValue]:
+        a, present = self.attn(self.ln_1(x), mask, layer_past)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present

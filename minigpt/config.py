@@ -1,0 +1,125 @@
+"""GPT-2 hyperparameters: one dataclass, four public presets, and the Hugging Face `config.json` mapping.
+
+The four sizes OpenAI released (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners",
+Table 2) differ only in depth and width; everything else (vocabulary, context length, LayerNorm epsilon) is shared.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+# name -> (n_layer, n_head, n_embd); all four use vocab 50257 and 1024 positions.
+PRESETS = {
+    "gpt2": (12, 12, 768),  # 124M
+    "gpt2-medium": (24, 16, 1024),  # 355M
+    "gpt2-large": (36, 20, 1280),  # 774M
+    "gpt2-xl": (48, 25, 1600),  # 1558M
+}
+
+
+@dataclass
+class GPT2Config:
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    dropout: float = 0.1  # one rate for embeddings, attention probabilities and residual branches
+    layer_norm_epsilon: float = 1e-5
+    # True: PyTorch's fused kernels (scaled_dot_product_attention, F.layer_norm, F.gelu) -- fast.
+    # False: the explicit equations, written out line by line -- for reading and stepping through.
+    # Tests prove both give the same numbers.
+    fused: bool = True
+    eos_token_id: int = 50256
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPT2Config.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), "
+                "since each head gets n_embd / n_head dimensions"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPT2Config.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "GPT2Config":
+        """One of the public presets: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GPT-2 preset {name!r}; choose one of {', '.join(PRESETS)}")
+        n_layer, n_head, n_embd = PRESETS[name]
+        return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd, **overrides)
+
+    # ----- Hugging Face config.json -----------------------------------------------------------------------------
+    @classmethod
+    def from_hf_dict(cls, d: dict, source: str = "config.json") -> "GPT2Config":
+        missing = [k for k in ("vocab_size", "n_embd", "n_layer", "n_head") if k not in d]
+        if missing:
+            raise ValueError(f"{source}: missing GPT-2 keys {missing}")
+        act = d.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
+        rates = {d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+        if len(rates) > 1:
+            warnings.warn(f"{source}: differing dropout rates {sorted(rates)}; minigpt uses resid_pdrop for all")
+        return cls(
+            vocab_size=d["vocab_size"],
+            n_positions=d.get("n_positions", d.get("n_ctx", 1024)),
+            n_embd=d["n_embd"],
+            n_layer=d["n_layer"],
+            n_head=d["n_head"],
+            dropout=d.get("resid_pdrop", 0.1),
+            layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
+            eos_token_id=d.get("eos_token_id", 50256),
+        )
+
+    def to_hf_dict(self) -> dict:
+        return {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "activation_function": "gelu_new",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_ctx": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "resid_pdrop": self.dropout,
+            "embd_pdrop": self.dropout,
+            "attn_pdrop": self.dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": 0.02,
+            "bos_token_id": self.eos_token_id,
+            "eos_token_id": self.eos_token_id,
+        }
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "GPT2Config":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return cls.from_hf_dict(d, source=str(path))
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPT2Config":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,122 @@
+"""GPT-2 (Radford et al. 2019), the whole model.
+
+    h_0 = W_te[tokens] + W_pe[positions]                   token + position embeddings
+    h_l = Block_l(h_{l-1})            for l = 1 .. n_layer  pre-LN transformer blocks (block.py)
+    h   = LayerNorm_f(h_L)                                  final LayerNorm
+    logits = h W_te^T                                       LM head, tied to the token embedding
+
+Parameter names follow the public checkpoint (wte, wpe, h.0.attn.c_attn, ..., ln_f), so loading it is a
+rename and a transpose (checkpoint.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import KeyValue, build_attention_mask
+from .block import Block, LayerNorm
+from .config import GPT2Config
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor | None  # (B, T, vocab), or only the last `logits_to_keep` positions
+    hidden_states: torch.Tensor  # (B, T, C): the final hidden states, after ln_f
+    past_key_values: list[KeyValue] | None  # per layer (k, v), each (B, n_head, T_total, head_dim)
+
+
+class GPT2(nn.Module):
+    def __init__(self, cfg: GPT2Config):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)  # token embedding, also the LM head
+        self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)  # learned absolute positions
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
+        self.apply(self._init_weights)
+        # GPT-2 paper, section 2.3: scale the residual projections by 1/sqrt(N), N = 2 residual adds per layer.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_fused(self, fused: bool) -> "GPT2":
+        """Switch every module between the fused kernels and the explicit equations (same numbers)."""
+        self.config.fused = fused
+        for m in self.modules():
+            if hasattr(m, "fused"):
+                m.fused = fused
+        return self
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: list[KeyValue] | None = None,
+        use_cache: bool = False,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
+    ) -> ModelOutput:
+        """input_ids: (B, T) token ids.
+
+        attention_mask: (B, T_past + T), 1 = real token, 0 = padding (may be left padding); positions then
+            count real tokens only, so a left-padded row gives the same logits as the row alone.
+        past_key_values: the cache returned by an earlier call with use_cache=True (per layer (k, v)).
+        position_ids: (B, T) explicit positions (default: from the mask, else T_past, T_past + 1, ...).
+        logits_to_keep: None = logits for every position; n = only the last n (0 = none; saves the LM head).
+        """
+        B, T = input_ids.shape
+        past_len = 0 if past_key_values is None else past_key_values[0][0].size(2)
+        if attention_mask is not None and attention_mask.shape != (B, past_len + T):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, past + new) = "
+                f"({B}, {past_len + T})"
+            )
+        if position_ids is None:
+            last_position = past_len + T - 1  # positions never exceed the number of tokens so far
+            position_ids = self.default_positions(B, T, past_len, attention_mask, input_ids.device)
+        else:
+            last_position = int(position_ids.max()) if T > 0 else 0
+        if last_position >= self.config.n_positions:
+            raise ValueError(
+                f"sequence of {last_position + 1} positions is longer than this model's "
+                f"n_positions={self.config.n_positions}; shorten the input"
+            )
+        mask = None if attention_mask is None else build_attention_mask(attention_mask, T)
+
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        presents = []
+        for i, block in enumerate(self.h):
+            x, present = block(x, mask, None if past_key_values is None else past_key_values[i])
+            presents.append(present)
+        x = self.ln_f(x)  # (B, T, C)
+
+        logits = None
+        if logits_to_keep is None:
+            logits = F.linear(x, self.wte.weight)  # (B, T, vocab): tied LM head
+        elif logits_to_keep > 0:
+            logits = F.linear(x[:, -logits_to_keep:], self.wte.weight)
+        return ModelOutput(logits, x, presents if use_cache else None)
+
+    @staticmethod
+    def default_positions(B, T, past_len, attention_mask, device) -> torch.Tensor:
+        if attention_mask is None:
+            return torch.arange(past_len, past_len + T, device=device).expand(B, T)
+        # position of a real token = number of real tokens before it; padding gets 0 (ignored anyway)
+        positions = attention_mask.long().cumsum(dim=-1) - 1
+        return positions.clamp(min=0)[:, past_len:]  # (B, T)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # the tied head is the embedding: counted once
