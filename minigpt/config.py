@@ -68,6 +68,11 @@ class GPT2Config:
         act = d.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
+        for key, plain in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False)):
+            if d.get(key, plain) != plain:
+                raise ValueError(f"{source}: {key}={d[key]} is not the GPT-2 architecture minigpt implements")
+        if d.get("n_inner") not in (None, 4 * d["n_embd"]):
+            raise ValueError(f"{source}: n_inner={d['n_inner']}, but GPT-2's MLP is 4 * n_embd = {4 * d['n_embd']}")
         rates = {d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
         if len(rates) > 1:
             warnings.warn(f"{source}: differing dropout rates {sorted(rates)}; minigpt uses resid_pdrop for all")
