@@ -1,0 +1,128 @@
+"""`python run.py bench model`: our GPT-2 vs transformers' GPT2LMHeadModel, same weights, same process.
+
+Prints tokens/s of a training step (forward + backward + AdamW step) and of an inference forward, with the
+ratio ours / reference, and the peak memory of each (measured in a fresh child process per side, so one side's
+allocations cannot hide the other's). Ratios, not seconds: these machines are noisy.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build_pair(name: str, seed: int = 0):
+    """Our GPT2 and transformers' GPT2LMHeadModel with the same random weights (dropout 0.1, train mode)."""
+    from transformers import GPT2Config as HFConfig
+    from transformers import GPT2LMHeadModel
+
+    from minigpt import GPT2, GPT2Config
+    from minigpt.checkpoint import hf_state_dict_to_minigpt
+
+    cfg = GPT2Config.from_name(name)
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(HFConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"}))
+    ours = GPT2(cfg)
+    ours.load_state_dict(hf_state_dict_to_minigpt(hf.state_dict()))
+    return ours, hf
+
+
+def train_step_fn(model, optimizer, ids):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(ids).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def infer_fn(model, ids):
+    @torch.no_grad()
+    def forward():
+        model(ids)
+
+    return forward
+
+
+def make_optimizer(side: str, model):
+    if side == "ours":
+        from minigpt.optim import AdamW, param_groups
+
+        return AdamW(param_groups(model, 0.01), lr=1e-5)
+    return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> float:
+    """Run one side in a fresh process; return its peak resident memory growth (MiB) during the steps."""
+    code = (
+        "import json, resource, sys, torch; sys.path.insert(0, '.');"
+        "from bench.model import *;"
+        f"ours, hf = build_pair({name!r}); m = ours if {side!r} == 'ours' else hf; del ours, hf;"
+        f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}));"
+        f"m.train() if {mode!r} == 'train' else m.eval();"
+        f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids) if {mode!r} == 'train' else infer_fn(m, ids);"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "[fn() for _ in range(3)];"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(json.dumps((after - before) / 1024))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights (default gpt2)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+
+
+def main(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours, hf = build_pair(args.config)
+    B, T = args.batch_size, args.seq_len
+    ids = torch.randint(0, ours.config.vocab_size, (B, T))
+    tokens = B * T
+    print(f"bench model: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}")
+    ours.eval(), hf.eval()
+    with torch.no_grad():
+        diff = (ours(ids).logits - hf(ids).logits).abs().max().item()
+    print(f"  same weights: max |logit difference| = {diff:.2e}")
+    rows = []
+    for mode in ("train", "inference"):
+        speeds = {}
+        for side, model in (("ours", ours), ("transformers", hf)):
+            model.train() if mode == "train" else model.eval()
+            fn = train_step_fn(model, make_optimizer(side, model), ids) if mode == "train" else infer_fn(model, ids)
+            speeds[side] = tokens / timed(fn, args.repeats)
+        rows.append((mode, speeds["ours"], speeds["transformers"]))
+    print(f"  {'':10} {'ours tok/s':>12} {'transformers':>13} {'ratio':>7}")
+    for mode, a, b in rows:
+        print(f"  {mode:10} {a:12.1f} {b:13.1f} {a / b:6.2f}x")
+    if not args.no_memory:
+        print(f"  {'peak MiB':10} {'ours':>12} {'transformers':>13} {'ratio':>7}")
+        for mode in ("train", "inference"):
+            a = peak_memory_child("ours", mode, args.config, B, T)
+            b = peak_memory_child("transformers", mode, args.config, B, T)
+            print(f"  {mode:10} {a:12.0f} {b:13.0f} {a / max(b, 1e-9):6.2f}x")

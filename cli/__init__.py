@@ -1,0 +1,1 @@
+"""The non-task subcommands of run.py: download, generate."""

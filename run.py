@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""minigpt's command line. Every subcommand has its own --help:
+
+  python run.py download gpt2            fetch a public GPT-2 checkpoint (gpt2, gpt2-medium, gpt2-large, gpt2-xl)
+  python run.py download data            fetch the public data sets into --data-dir
+  python run.py generate --prompt "..."  continue a prompt with any decoder
+  python run.py sonnet --decoder contrastive
+                                         fine-tune on Shakespeare's sonnets, write and score held-out sonnets
+  python run.py sentiment --dataset sst  sentiment classification (SST 5-class, CFIMDB binary)
+  python run.py paraphrase               Quora paraphrase detection as a yes/no cloze task
+  python run.py multitask                sentiment + paraphrase in one model
+  python run.py bench model|decoding|train
+                                         speed against the reference implementations
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {
+    "model": "bench.model",  # training and inference tokens/s vs transformers
+    "decoding": "bench.decoding",  # every decoder vs transformers' generate; chrF and MBR vs sacrebleu
+    "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
+}
+
+# subcommand -> (module with add_arguments(parser) and main(args), one-line help)
+COMMANDS = {
+    "download": ("cli.download", "fetch GPT-2 checkpoints or the public data sets"),
+    "generate": ("cli.generate", "continue a prompt with greedy, sampling, contrastive, beam, MBR or ensemble decoding"),
+    "sonnet": ("tasks.sonnet", "fine-tune on sonnets, generate held-out sonnets, score chrF"),
+    "sentiment": ("tasks.sentiment", "sentiment classification on SST or CFIMDB"),
+    "paraphrase": ("tasks.paraphrase", "paraphrase detection on Quora (cloze yes/no)"),
+    "multitask": ("tasks.multitask", "train sentiment and paraphrase together, then optionally re-fine-tune"),
+}
+
+
+def add_subcommand(sub, name: str, module_name: str, help_text: str, load: bool):
+    p = sub.add_parser(name, help=help_text, description=help_text,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if load:  # import only what the chosen subcommand needs (torch imports are slow)
+        module = importlib.import_module(module_name)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return p
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        add_subcommand(sub, name, module_name, help_text, load=chosen == name)
+    bench = sub.add_parser("bench", help="speed against the reference implementations (ratios)")
+    bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, module_name in BENCHMARKS.items():
+        add_subcommand(bench_sub, name, module_name, f"benchmark: {name}", load=chosen == "bench")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        result = args._main(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; checkpoints written so far are kept (use --resume to continue)", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
