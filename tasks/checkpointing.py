@@ -1,0 +1,169 @@
+"""Checkpoint files of the trainer: atomic writes, model signatures, RNG states, the best-k bookkeeping.
+
+Files in a run's out_dir:
+
+    last.pt              everything needed to continue: model, optimizer, schedule, RNG states of every rank,
+                         the position in the data (epoch, step within the epoch), history, best list, config
+    best-epoch{E:03d}.pt the weights after epoch E and its dev metrics, for the k best epochs only
+    metrics.jsonl        one JSON line per finished epoch
+
+Atomic write: a crash (SIGKILL, power loss, full disk) must never leave a half-written file under a checkpoint's
+name. So each file is written to `X.tmp` in the same directory, flushed to disk (fsync), then renamed over `X`
+(os.replace is atomic on POSIX and Windows): readers see either the old complete file or the new complete one.
+
+Every file loads with `torch.load(..., weights_only=True)`: only tensors and plain Python values, so loading a
+checkpoint never runs code.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+LAST = "last.pt"
+FORMAT = "minigpt-trainer-1"  # the "format" entry of last.pt
+METRICS = "metrics.jsonl"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, from another model or run, or cannot be written."""
+
+
+def best_path(out_dir: str | Path, epoch: int) -> Path:
+    """The file for the best checkpoint after (1-based) epoch `epoch`."""
+    return Path(out_dir) / f"best-epoch{epoch:03d}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # the atomic step: `path` now names the complete new file
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = e.strerror or str(e)
+        raise CheckpointError(
+            f"could not write {path}: {reason} (errno {e.errno}); "
+            f"files already in {path.parent} are untouched (free space or fix permissions, then --resume)"
+        ) from e
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); best effort, some systems cannot open directories."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: dict, path: str | Path) -> None:
+    """torch.save(obj, path) through a temporary file + rename; CheckpointError names the path on failure."""
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def load_file(path: str | Path, map_location="cpu") -> dict:
+    """torch.load with clear errors: a missing file or a damaged one names the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file raises many different errors
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def model_signature(module: nn.Module) -> dict[str, list[int]]:
+    """name -> shape of every state_dict entry: two models can exchange weights iff their signatures match."""
+    return {name: list(t.shape) for name, t in module.state_dict().items()}
+
+
+def signature_mismatches(saved: dict[str, list[int]], current: dict[str, list[int]]) -> list[str]:
+    """Human-readable differences between a checkpoint's signature and the model's (empty: compatible)."""
+    problems = [f"{n}: checkpoint {saved[n]} vs model {current[n]}"
+                for n in saved if n in current and saved[n] != current[n]]
+    problems += [f"{n}: in the model, not in the checkpoint" for n in current if n not in saved]
+    problems += [f"{n}: in the checkpoint, not in the model" for n in saved if n not in current]
+    return problems
+
+
+# Settings that decide the numbers a run produces: resuming with different values would not reproduce it.
+RUN_DEFINING = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
+
+
+def check_same_run(ckpt: dict, path: Path, signature: dict, config: dict, n_train: int) -> None:
+    """Refuse (CheckpointError) to resume from another model's checkpoint or from a run with other settings."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a trainer checkpoint (format {FORMAT!r}); --resume needs the "
+                              "last.pt that train() wrote")
+    problems = signature_mismatches(ckpt["signature"], signature)
+    if problems:
+        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
+        raise CheckpointError(f"{path} holds a different model ({len(problems)} differences):\n  {shown}")
+    changed = [f"{k}: {ckpt['config'][k]!r} -> {config[k]!r}" for k in RUN_DEFINING if ckpt["config"][k] != config[k]]
+    if ckpt["n_train"] != n_train:
+        changed.append(f"training examples: {ckpt['n_train']} -> {n_train}")
+    if changed:
+        raise CheckpointError(f"--resume: {path} was written by a run with other settings ({'; '.join(changed)}); "
+                              "continuing would not reproduce it. Use the old values, or a new --out-dir.")
+
+
+def capture_rng_state(device: torch.device) -> dict:
+    """The state of every random generator training uses (dropout draws from torch's)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # numpy's state holds an ndarray; as a list it stays loadable with weights_only=True
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def update_best(best: list[dict], entry: dict, k: int) -> tuple[list[dict], list[dict]]:
+    """Add `entry` ({"epoch", "score", "metrics"}) to the best list; keep the k highest scores.
+
+    Ties go to the earlier epoch. Returns (new best list, entries that fell out: their files get deleted).
+    """
+    ranked = sorted(best + [entry], key=lambda e: (-e["score"], e["epoch"]))
+    kept, dropped = ranked[:k], ranked[k:]
+    return kept, [e for e in dropped if e is not entry]
+
+
+def remove_stale_best(out_dir: str | Path, best: list[dict]) -> None:
+    """Delete best-epoch*.pt files that the best list does not name (left by a run killed mid-bookkeeping)."""
+    keep = {best_path(out_dir, e["epoch"]).name for e in best}
+    for f in Path(out_dir).glob("best-epoch*.pt"):
+        if f.name not in keep:
+            f.unlink(missing_ok=True)

@@ -1,0 +1,100 @@
+"""What a training run is: TrainConfig, and the command-line flags that fill it (`add_training_arguments`).
+
+Tasks add these flags to their own parser with their own defaults, e.g.
+
+    add_training_arguments(parser, epochs=10, lr=1e-5, batch_size=8, out_dir="runs/sonnet")
+    cfg = config_from_args(parser.parse_args())
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    epochs: int = 1
+    batch_size: int = 8  # GLOBAL examples per micro-batch (split over the processes) ...
+    grad_accum: int = 1  # ... times grad_accum micro-batches per optimizer step
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # < 1: fraction of all optimizer steps; >= 1: a number of steps
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    seed: int = 11711
+    keep_best: int = 3  # best-epoch*.pt files kept by the dev metric; 0 = none
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    resume: bool = False
+    device: str = "auto"  # auto -> cuda, mps, cpu
+    amp: bool = True  # bf16 autocast, on CUDA only
+    save_every: int = 0  # also write last.pt every N optimizer steps (0 = at epoch ends only)
+    max_steps: int = 0  # stop after N optimizer steps in all (0 = no limit); does not change the schedule
+    eval_every_epochs: int = 1
+    find_unused_parameters: bool = False  # DDP: set when some trainable parameters skip some forward passes
+
+    def __post_init__(self):
+        at_least = dict(epochs=0, batch_size=1, grad_accum=1, lr=0, weight_decay=0, warmup=0, max_grad_norm=0,
+                        keep_best=0, patience=0, save_every=0, max_steps=0, eval_every_epochs=1)
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be >= {low}, "
+                                 f"got {getattr(self, name)}")
+        if self.warmup >= 1 and self.warmup != int(self.warmup):
+            raise ValueError(f"--warmup {self.warmup}: below 1 it is a fraction of the steps, from 1 on a "
+                             "whole number of steps")
+
+
+_HELP = {
+    "out_dir": "directory for last.pt, best-epoch*.pt and metrics.jsonl (created if missing)",
+    "epochs": "passes over the training set",
+    "batch_size": "examples per micro-batch, in all processes together (torchrun splits it)",
+    "grad_accum": "micro-batches whose gradients add up before one optimizer step: the effective batch is "
+                  "batch-size x grad-accum examples, with the memory of one micro-batch",
+    "lr": "peak learning rate of AdamW: rises linearly from 0 during --warmup, then falls linearly to 0 at the "
+          "last step",
+    "weight_decay": "decoupled weight decay (Loshchilov & Hutter 2019): each step shrinks the weight matrices by "
+                    "lr x weight-decay; biases, LayerNorm weights and embeddings are exempt",
+    "warmup": "length of the linear warmup, which keeps Adam's first, noisy updates small: below 1 a fraction "
+              "of all optimizer steps, from 1 on a number of steps",
+    "max_grad_norm": "rescale the gradient when its global L2 norm exceeds this, so one odd batch cannot take a "
+                     "huge step (0: no clipping)",
+    "seed": "seeds the data order (with the epoch), dropout and initialisation",
+    "keep_best": "keep this many best-epoch*.pt checkpoints, ranked by the dev metric (0: none)",
+    "patience": "stop after this many evaluations without a better dev metric (0: never)",
+    "resume": "continue the run saved in --out-dir/last.pt exactly where it stopped (same settings required)",
+    "device": "auto picks cuda, then mps, then cpu",
+    "amp": "turn off bf16 autocast on CUDA (matmuls in bfloat16; weights and optimizer stay float32)",
+    "save_every": "also write last.pt every N optimizer steps, for --resume in the middle of an epoch (0: "
+                  "only at epoch ends)",
+    "max_steps": "stop after N optimizer steps in all, for smoke runs (0: no limit; the schedule is unchanged)",
+    "eval_every_epochs": "run the dev evaluation every N epochs (and always after the last)",
+}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """Add the trainer's flags (--epochs, --lr, ...) to a task's parser; `defaults` overrides TrainConfig's."""
+    names = {f.name for f in fields(TrainConfig)}
+    if set(defaults) - names:
+        raise TypeError(f"add_training_arguments: unknown defaults {sorted(set(defaults) - names)}")
+    d = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING} | defaults
+    group = parser.add_argument_group("training (tasks/train.py)")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name, help_text in _HELP.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "resume":
+            group.add_argument(flag, action="store_true", default=d["resume"], help=help_text)
+        elif name == "amp":
+            group.add_argument("--no-amp", dest="amp", action="store_false", default=d["amp"], help=help_text)
+        elif name == "out_dir":
+            group.add_argument(flag, required="out_dir" not in d, default=d.get("out_dir"),
+                               help=help_text + (" (default: %(default)s)" if "out_dir" in d else ""))
+        elif name == "device":
+            group.add_argument(flag, default=d["device"], help=f"{help_text} (default: %(default)s)")
+        else:
+            kind = {"int": int, "float": float}[types[name]]
+            group.add_argument(flag, type=kind, default=d[name], help=f"{help_text} (default: %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed arguments (fields without a flag keep their defaults)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})

@@ -1,0 +1,448 @@
+"""The trainer (tasks/train.py): exact resume after SIGKILL, best-k retention, early stopping, the NaN guard,
+write failures, resume errors, DDP and gradient accumulation equivalence, the learning-rate schedule."""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tasks.checkpointing import CheckpointError
+from tasks.train import NonFiniteLossError, TrainConfig, add_training_arguments, config_from_args, epoch_plan, train
+from tests import _train_script as script
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tests" / "_train_script.py"
+TIMING = {"seconds", "eval_seconds", "tokens_per_s"}  # the only fields allowed to differ between equal runs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the subprocesses use one too); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------
+def _start(out_dir: Path, *flags: str, launcher: tuple = ()) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, *launcher, str(SCRIPT), "--out-dir", str(out_dir), *flags]
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, returncode: int = 0) -> None:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == returncode, f"exit {proc.returncode}, wanted {returncode}\n{out[-2000:]}\n{err[-4000:]}"
+
+
+def _metrics(out_dir: Path) -> list[dict]:
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0.0:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+class Affine(nn.Module):
+    """y = w . x + b: the smallest model with something to learn."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.proj(x).squeeze(-1)
+
+
+def affine_data(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(n, generator=g)
+    return [{"x": x[i], "y": y[i]} for i in range(n)]
+
+
+def collate_xy(examples):
+    return {"x": torch.stack([e["x"] for e in examples]), "y": torch.stack([e["y"] for e in examples])}
+
+
+def mse(model, batch):
+    return F.mse_loss(model(batch["x"]), batch["y"])
+
+
+def cfg_for(tmp_path, **kw) -> TrainConfig:
+    base = dict(out_dir=str(tmp_path), epochs=3, batch_size=2, lr=1e-2, device="cpu", seed=3)
+    return TrainConfig(**(base | kw))
+
+
+class Scripted:
+    """A fake dev evaluation returning scripted scores; records the weights and best files it sees."""
+
+    def __init__(self, scores, out_dir):
+        self.scores, self.out_dir = scores, Path(out_dir)
+        self.weights, self.files_seen = [], []
+
+    def __call__(self, model):
+        assert not model.training and not torch.is_grad_enabled()
+        self.files_seen.append(sorted(f.name for f in self.out_dir.glob("best-epoch*.pt")))
+        self.weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"dev_acc": self.scores[len(self.weights) - 1], "dev_other": 1.0}
+
+
+def _top(scores, k):
+    """Epochs (1-based) of the k highest scores, ties to the earlier epoch."""
+    return sorted(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k])
+
+
+# ---- resume after SIGKILL equals an uninterrupted run --------------------------------------------------------
+# 24 examples, micro-batch 2, 2 micro-batches per step: 6 optimizer steps per epoch, 3 epochs, dropout 0.1.
+COMMON = ("--batch-size", "2", "--grad-accum", "2", "--epochs", "3")
+
+
+@pytest.fixture(scope="module")
+def kill_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill")
+    # mid-epoch: last.pt every 4 steps; killed in step 10 (loss_fn call 19) -> resumes at epoch 2, step 2 of 6
+    # epoch boundary: last.pt at epoch ends only; killed in step 9 (call 17) -> resumes at epoch 2, step 0
+    runs = {"full": ("--save-every", "4"), "mid": ("--save-every", "4"), "boundary": ("--save-every", "0")}
+    kills = {"mid": ("--kill-at-call", "19"), "boundary": ("--kill-at-call", "17")}
+    procs = {name: _start(root / name, *COMMON, *flags, *kills.get(name, ())) for name, flags in runs.items()}
+    _finish(procs["full"])
+    for name in kills:
+        _finish(procs[name], returncode=-9)  # SIGKILL: no cleanup, no final save
+    positions = {}
+    for name in kills:
+        progress = torch.load(root / name / "last.pt", weights_only=True)["progress"]
+        positions[name] = (progress["epoch"], progress["step_in_epoch"])
+    resumed = {name: _start(root / name, *COMMON, *runs[name], "--resume") for name in kills}
+    for proc in resumed.values():
+        _finish(proc)
+    return root, positions
+
+
+@pytest.mark.parametrize("case, position", [("mid", (1, 2)), ("boundary", (1, 0))])
+def test_resume_after_sigkill_equals_uninterrupted(kill_runs, case, position):
+    root, positions = kill_runs
+    assert positions[case] == position  # (0-based epoch, optimizer steps done in it) when the kill came
+    full = torch.load(root / "full" / "result.pt", weights_only=True)
+    resumed = torch.load(root / case / "result.pt", weights_only=True)
+    _assert_same_weights(resumed["model"], full["model"])  # bit for bit
+    assert _metrics(root / case) == _metrics(root / "full")
+    assert len(_metrics(root / "full")) == 3
+    assert sorted(p.name for p in (root / case).glob("best-epoch*.pt")) == \
+        sorted(p.name for p in (root / "full").glob("best-epoch*.pt"))
+    assert not list((root / case).glob("*.tmp"))
+
+
+def test_max_steps_stop_then_resume_equals_uninterrupted(tmp_path):
+    """A run cut by max_steps mid-epoch continues exactly (same process: the RNG state is restored too)."""
+    data, dev = script.synthetic_data(24, 1), script.dev_evaluate(script.synthetic_data(8, 2))
+    cfg = dict(epochs=2, batch_size=4, lr=3e-3, warmup=0.2)
+    full_model = script.tiny_model(0, dropout=0.1)
+    full = train(full_model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "a", **cfg), dev, "dev_score")
+    model = script.tiny_model(0, dropout=0.1)
+    cut = train(model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "b", max_steps=4, **cfg), dev,
+                "dev_score")
+    assert cut.stop_reason == "max_steps" and cut.global_step == 4 and cut.history[-1]["partial_epoch"]
+    model = script.tiny_model(0, dropout=0.1)  # a fresh process would rebuild the model like this
+    rest = train(model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "b", resume=True, **cfg), dev,
+                 "dev_score")
+    assert rest.stop_reason == "completed" and rest.global_step == full.global_step == 12
+    _assert_same_weights(model.state_dict(), full_model.state_dict())
+    assert _metrics(tmp_path / "b") == _metrics(tmp_path / "a")
+    line = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"epoch", "step", "train_loss", "dev_loss", "dev_score", "lr", "seconds", "tokens_per_s"} <= line.keys()
+    assert line["tokens_per_s"] > 0 and line["step"] == 6
+    assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]  # it learns
+
+
+def test_evaluate_random_draws_do_not_change_training(tmp_path):
+    data = script.synthetic_data(12, 1)
+    runs = []
+    for draws in (0, 1000):
+        def evaluate(model):
+            torch.rand(draws)  # e.g. a sampling decoder
+            return {"dev": 0.0}
+        model = script.tiny_model(0, dropout=0.1)
+        result = train(model, data, script.collate, script.lm_loss,
+                       cfg_for(tmp_path / str(draws), batch_size=4, keep_best=0), evaluate, "dev")
+        runs.append(([s["loss"] for s in result.step_log], model.state_dict()))  # keep_best=0: the final weights
+    assert runs[0][0] == runs[1][0]
+    _assert_same_weights(runs[0][1], runs[1][1])
+
+
+# ---- best-k retention, early stopping, best weights loaded back ------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3])
+def test_keeps_exactly_the_k_best_and_loads_the_best(tmp_path, k):
+    scores = [0.1, 0.5, 0.3, 0.7, 0.2, 0.6]
+    evaluate = Scripted(scores, tmp_path)
+    model = Affine()
+    result = train(model, affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, keep_best=k), evaluate,
+                   "dev_acc")
+    for epoch, seen in enumerate(evaluate.files_seen):  # what the directory held before each evaluation
+        assert seen == [f"best-epoch{e + 1:03d}.pt" for e in _top(scores[:epoch], k)]
+    kept = sorted(p.name for p in tmp_path.glob("best-epoch*.pt"))
+    assert kept == [f"best-epoch{e + 1:03d}.pt" for e in _top(scores, k)]
+    assert (result.best_epoch, result.best_metric) == (4, 0.7)
+    assert result.best_checkpoint == str(tmp_path / "best-epoch004.pt")
+    _assert_same_weights(model.state_dict(), evaluate.weights[3])  # the weights after epoch 4, not the last
+    assert not torch.equal(model.proj.weight, evaluate.weights[5]["proj.weight"])
+    assert torch.load(result.best_checkpoint, weights_only=True)["metrics"] == {"dev_acc": 0.7, "dev_other": 1.0}
+    assert [h["dev_acc"] for h in result.history] == scores
+
+
+def test_early_stopping_after_patience(tmp_path):
+    evaluate = Scripted([0.5, 0.6, 0.4, 0.55, 0.3, 0.9], tmp_path)
+    result = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, patience=2), evaluate,
+                   "dev_acc")
+    assert result.stop_reason == "early stopping"
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2
+    assert result.best_epoch == 2 and len(_metrics(tmp_path)) == 4
+    # resuming a stopped run stops again at once
+    again = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, patience=2, resume=True),
+                  Scripted([0.0] * 6, tmp_path), "dev_acc")
+    assert again.stop_reason == "early stopping" and again.step_log == [] and len(again.history) == 4
+
+
+def test_without_evaluate_the_last_epochs_are_best(tmp_path):
+    model = Affine()
+    result = train(model, affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=4, keep_best=2))
+    assert sorted(p.name for p in tmp_path.glob("best-epoch*.pt")) == ["best-epoch003.pt", "best-epoch004.pt"]
+    assert result.best_epoch == 4 and result.best_metric is None and not model.training
+    last = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    _assert_same_weights(model.state_dict(), last)
+
+
+# ---- NaN/inf guard ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_non_finite_stops_and_keeps_last_good_checkpoint(tmp_path, poison):
+    calls = 0
+
+    def loss_fn(model, batch):  # 4 examples, batch 2: 2 steps per epoch; call 4 = epoch 2, step 2
+        nonlocal calls
+        calls += 1
+        loss = mse(model, batch)
+        if calls == 4 and poison == "loss":
+            return loss * float("nan")
+        if calls == 4:  # finite loss (0), infinite gradient: d sqrt(u)/du at u = 0
+            return loss + torch.sqrt(model.proj.weight.pow(2).sum() * 0)
+        return loss
+
+    evaluate = Scripted([0.1, 0.2, 0.3], tmp_path)
+    model = Affine()
+    with pytest.raises(NonFiniteLossError) as info:
+        train(model, affine_data(4), collate_xy, loss_fn, cfg_for(tmp_path), evaluate, "dev_acc")
+    message = str(info.value)
+    assert "epoch 2, step 2/2" in message and str(tmp_path / "last.pt") in message
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (last["progress"]["epoch"], last["progress"]["step_in_epoch"], last["progress"]["global_step"]) == (1, 0, 2)
+    _assert_same_weights(last["model"], evaluate.weights[0])  # the state after epoch 1, intact
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the poisoned step was never taken
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_overflowing_update_is_never_saved(tmp_path, monkeypatch):
+    """Finite loss and gradient, but the update overflows: the guard refuses to write those weights."""
+    from minigpt.optim import AdamW
+
+    real_step = AdamW.step
+
+    def overflowing_step(self, closure=None):
+        real_step(self, closure)
+        self.param_groups[0]["params"][0].data[0, 0] = float("inf")
+
+    monkeypatch.setattr(AdamW, "step", overflowing_step)
+    with pytest.raises(NonFiniteLossError, match="NaN/inf weights.*after global step 1; nothing was written"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, save_every=1))
+    assert not (tmp_path / "last.pt").exists()
+
+
+# ---- write failures --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("failing_call, name", [(3, "best-epoch002.pt"), (4, "last.pt")])
+def test_disk_full_gives_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, failing_call, name):
+    real_save, calls = torch.save, 0
+
+    def save(obj, f, *args, **kwargs):  # saves per epoch: best-epochE.pt, then last.pt
+        nonlocal calls
+        calls += 1
+        if calls == failing_call:
+            f.write(b"partial")  # a half-written file, as a full disk leaves it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointError) as info:
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path), Scripted([0.1, 0.2, 0.3], tmp_path),
+              "dev_acc")
+    assert str(tmp_path / name) in str(info.value) and "No space left on device" in str(info.value)
+    monkeypatch.setattr(torch, "save", real_save)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)  # the epoch-1 checkpoint, complete
+    assert last["progress"]["epoch"] == 1
+    torch.load(tmp_path / "best-epoch001.pt", weights_only=True)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_output_directory(tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(CheckpointError, match="metrics.jsonl.*Permission denied"):
+            train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path))
+    finally:
+        tmp_path.chmod(0o755)
+
+
+# ---- resume errors ---------------------------------------------------------------------------------------------
+def test_resume_without_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match=f"--resume: no checkpoint at {tmp_path / 'last.pt'}"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
+
+
+def test_resume_refuses_another_model_size_and_changed_settings(tmp_path):
+    data = script.synthetic_data(8, 1)
+    train(script.tiny_model(0), data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2, max_steps=1))
+    smaller = script.tiny_model(0, n_embd=32)
+    with pytest.raises(CheckpointError, match=r"different model[\s\S]*wte.weight: checkpoint \[300, 64\] vs model "
+                                              r"\[300, 32\]"):
+        train(smaller, data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2, resume=True))
+    with pytest.raises(CheckpointError, match="other settings.*seed: 3 -> 4; batch_size: 2 -> 4"):
+        train(script.tiny_model(0), data, script.collate, script.lm_loss,
+              cfg_for(tmp_path, epochs=2, resume=True, batch_size=4, seed=4))
+    with pytest.raises(CheckpointError, match="exists: pass --resume"):  # a fresh run never overwrites a run
+        train(script.tiny_model(0), data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2))
+
+
+def test_resume_from_a_damaged_or_foreign_file(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 cut short")  # a truncated zip, as a crash mid-copy leaves
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {tmp_path / 'last.pt'}"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
+    torch.save({"model": Affine().state_dict()}, tmp_path / "last.pt")  # e.g. a best-epoch file renamed
+    with pytest.raises(CheckpointError, match="not a trainer checkpoint"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
+
+
+def test_resume_tidies_files_written_after_the_last_checkpoint(tmp_path):
+    """A crash between writing metrics.jsonl / best files and last.pt leaves extras; resume removes them."""
+    train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, max_steps=4))  # 2 epochs of 2 steps
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
+    (tmp_path / "best-epoch007.pt").write_bytes(b"stale")
+    result = train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
+    assert [h["epoch"] for h in _metrics(tmp_path)] == [1, 2, 3] and result.global_step == 6
+    assert sorted(p.name for p in tmp_path.glob("best-epoch*.pt")) == [f"best-epoch00{e}.pt" for e in (1, 2, 3)]
+
+
+# ---- DDP and gradient accumulation equal one big batch -----------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    # 26 examples, global batch 8: steps of 8, 8, 8, 2 (the last split 1 + 1 over the two ranks)
+    flags = ("--dropout", "0", "--batch-size", "8", "--n-train", "26", "--epochs", "2")
+    launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}")
+    ddp = _start(tmp_path / "ddp", *flags, launcher=launcher)
+    _finish(_start(tmp_path / "one", *flags))
+    _finish(ddp)
+    one = torch.load(tmp_path / "one" / "result.pt", weights_only=True)
+    two = torch.load(tmp_path / "ddp" / "result.pt", weights_only=True)
+    losses_one = torch.tensor([s["loss"] for s in one["result"]["step_log"]], dtype=torch.float64)
+    losses_two = torch.tensor([s["loss"] for s in two["result"]["step_log"]], dtype=torch.float64)
+    assert len(losses_one) == 8
+    torch.testing.assert_close(losses_two, losses_one, atol=1e-6, rtol=0)
+    _assert_same_weights(two["model"], one["model"], atol=1e-5)
+    assert [h["epoch"] for h in _metrics(tmp_path / "ddp")] == [1, 2]  # rank 0 alone wrote the file
+
+
+@pytest.mark.parametrize("n_train", [24, 30])  # 30: the last step has micro-batches of 4 and 2
+def test_grad_accumulation_equals_one_big_batch(tmp_path, n_train):
+    data = script.synthetic_data(n_train, 1)
+    results = {}
+    for batch_size, accum in [(4, 2), (8, 1)]:
+        model = script.tiny_model(0, dropout=0.0)
+        cfg = cfg_for(tmp_path / f"{batch_size}x{accum}", epochs=2, batch_size=batch_size, grad_accum=accum, lr=3e-3)
+        result = train(model, data, script.collate, script.lm_loss, cfg)
+        results[accum] = ([s["loss"] for s in result.step_log], model.state_dict())
+    assert len(results[1][0]) == 2 * -(-n_train // 8)
+    torch.testing.assert_close(torch.tensor(results[2][0]), torch.tensor(results[1][0]), atol=1e-6, rtol=0)
+    _assert_same_weights(results[2][1], results[1][1], atol=1e-5)
+
+
+# ---- schedule, data order, flags --------------------------------------------------------------------------------
+@pytest.mark.parametrize("warmup, warmup_steps", [(0.25, 3), (5, 5), (0.0, 0)])
+def test_learning_rate_is_linear_warmup_then_linear_decay(tmp_path, warmup, warmup_steps):
+    total, peak = 12, 1e-2  # 8 examples, batch 2: 4 steps per epoch, 3 epochs
+    result = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, warmup=warmup, lr=peak))
+    for s, entry in enumerate(result.step_log):  # s = optimizer steps taken before this one
+        expected = peak * (s / warmup_steps if s < warmup_steps else (total - s) / (total - warmup_steps))
+        assert entry["lr"] == pytest.approx(expected, abs=1e-12), s
+    assert len(result.step_log) == total
+    assert [h["lr"] for h in result.history] == [result.step_log[i]["lr"] for i in (3, 7, 11)]
+
+
+def test_epoch_plan_is_a_seeded_permutation():
+    plan = epoch_plan(10, batch_size=3, grad_accum=2, world_size=1, seed=7, epoch=0)
+    ids = torch.cat([m for step in plan for m in step])
+    assert sorted(ids.tolist()) == list(range(10)) and [len(s) for s in plan] == [2, 2]
+    again = epoch_plan(10, 3, 2, 1, 7, 0)
+    assert all(torch.equal(a, b) for s, t in zip(plan, again) for a, b in zip(s, t))
+    assert not torch.equal(ids, torch.cat([m for s in epoch_plan(10, 3, 2, 1, 7, 1) for m in s]))
+    # with 2 ranks the final micro-batch of 1 example cannot be split: it is dropped
+    assert [len(m) for s in epoch_plan(9, 4, 1, 2, 7, 0) for m in s] == [4, 4]
+
+
+def test_flags_fill_the_config():
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser, epochs=7, out_dir="runs/x", lr=1e-4)
+    cfg = config_from_args(parser.parse_args(["--grad-accum", "2", "--no-amp", "--resume", "--warmup", "0.1"]))
+    assert (cfg.epochs, cfg.out_dir, cfg.lr, cfg.grad_accum, cfg.amp, cfg.resume, cfg.warmup) == \
+        (7, "runs/x", 1e-4, 2, False, True, 0.1)
+    assert "--max-steps" in parser.format_help() and "micro-batches" in parser.format_help()
+    with pytest.raises(TypeError, match="unknown defaults"):
+        add_training_arguments(argparse.ArgumentParser(), epoch=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(out_dir="x", batch_size=0)
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(out_dir="x", warmup=1.5)
+
+
+def test_evaluate_needs_a_metric_it_returns(tmp_path):
+    with pytest.raises(ValueError, match="metric="):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path), Scripted([0.1] * 3, tmp_path))
+    with pytest.raises(ValueError, match="'dev_f1'.*dev_acc"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path), Scripted([0.1] * 3, tmp_path), "dev_f1")
+    with pytest.raises(TypeError, match="must return numbers.*'dev_acc': 'high'"):
+        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path / "c"), lambda m: {"dev_acc": "high"},
+              "dev_acc")
+
+
+def test_frozen_parameters_stay_fixed(tmp_path):
+    model = Affine()
+    model.proj.bias.requires_grad_(False)  # as LoRA and prefix-tuning freeze the base model
+    bias = model.proj.bias.clone()
+    weight = model.proj.weight.clone()
+    train(model, affine_data(8), collate_xy, mse, cfg_for(tmp_path))
+    assert torch.equal(model.proj.bias, bias) and not torch.equal(model.proj.weight, weight)
+    model.proj.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter with requires_grad"):
+        train(model, affine_data(8), collate_xy, mse, cfg_for(tmp_path / "b"))
