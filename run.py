@@ -50,13 +50,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    positional = [a for a in argv if not a.startswith("-")]
+    chosen = positional[0] if positional else None
+    chosen_benchmark = positional[1] if len(positional) > 1 and chosen == "bench" else None
     for name, (module_name, help_text) in COMMANDS.items():
         add_subcommand(sub, name, module_name, help_text, load=chosen == name)
     bench = sub.add_parser("bench", help="speed against the reference implementations (ratios)")
     bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, module_name in BENCHMARKS.items():
-        add_subcommand(bench_sub, name, module_name, f"benchmark: {name}", load=chosen == "bench")
+        add_subcommand(bench_sub, name, module_name, f"benchmark: {name}", load=chosen_benchmark == name)
     return parser
 
 

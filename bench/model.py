@@ -16,15 +16,18 @@ import time
 import torch
 
 
-def build_pair(name: str, seed: int = 0):
-    """Our GPT2 and transformers' GPT2LMHeadModel with the same random weights (dropout 0.1, train mode)."""
+def build_pair(name, seed: int = 0):
+    """Our GPT2 and transformers' GPT2LMHeadModel with the same random weights (dropout 0.1, train mode).
+
+    name: a preset ("gpt2", ...) or a GPT2Config (bench/train.py's tiny test configs).
+    """
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
 
     from minigpt import GPT2, GPT2Config
     from minigpt.checkpoint import hf_state_dict_to_minigpt
 
-    cfg = GPT2Config.from_name(name)
+    cfg = name if isinstance(name, GPT2Config) else GPT2Config.from_name(name)
     torch.manual_seed(seed)
     hf = GPT2LMHeadModel(HFConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"}))
     ours = GPT2(cfg)
@@ -70,6 +73,19 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def timed_pair(fn_a, fn_b, repeats: int) -> tuple[float, float]:
+    """Median seconds of fn_a() and fn_b(), timed alternately (a, b, a, b, ...) after a warm-up of each, so that
+    a burst of load from other processes hits both sides alike."""
+    fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> float:
     """Run one side in a fresh process; return its peak resident memory growth (MiB) during the steps."""
     code = (
@@ -111,12 +127,13 @@ def main(args) -> None:
     print(f"  same weights: max |logit difference| = {diff:.2e}")
     rows = []
     for mode in ("train", "inference"):
-        speeds = {}
+        fns = []
         for side, model in (("ours", ours), ("transformers", hf)):
             model.train() if mode == "train" else model.eval()
-            fn = train_step_fn(model, make_optimizer(side, model), ids) if mode == "train" else infer_fn(model, ids)
-            speeds[side] = tokens / timed(fn, args.repeats)
-        rows.append((mode, speeds["ours"], speeds["transformers"]))
+            fns.append(train_step_fn(model, make_optimizer(side, model), ids) if mode == "train"
+                       else infer_fn(model, ids))
+        t_ours, t_ref = timed_pair(*fns, repeats=args.repeats)
+        rows.append((mode, tokens / t_ours, tokens / t_ref))
     print(f"  {'':10} {'ours tok/s':>12} {'transformers':>13} {'ratio':>7}")
     for mode, a, b in rows:
         print(f"  {mode:10} {a:12.1f} {b:13.1f} {a / b:6.2f}x")
