@@ -1,0 +1,216 @@
+"""What the classification tasks share: texts -> token ids -> padded batches, the loss, prediction, the metrics,
+the command-line flags of the methods, and the export of the trained model.
+
+An encoded example is a tuple (ids, label): the token ids of one text (already truncated to --max-length) and its
+label (-1 in test files, which have none). Texts are encoded once, before training, so the truncation count is
+known and logged up front; `collate` pads a list of them into a batch:
+
+    input_ids       (B, T) long, padded with the tokenizer's pad id (eos)
+    attention_mask  (B, T) long, 1 = real token
+    labels          (B,)   long
+
+The model is any module with forward(input_ids, attention_mask) -> ClassifierOutput(logits (B, K), pooled (B, C)):
+GPT2Classifier (classifier.py) or GPT2Cloze (cloze.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.checkpoint import load_safetensors, save_safetensors
+from tasks.classifier import POOLINGS
+from tasks.losses import info_nce, rdrop_loss
+from tasks.modeling import export_language_model
+from tasks.train import is_main_process
+
+Encoded = tuple  # (ids: list[int], label: int)
+ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
+
+
+def say(text: str) -> None:
+    """Print on the main process only (one line per message in multi-process runs)."""
+    if is_main_process():
+        print(text, flush=True)
+
+
+# ---- texts -> encoded examples -> batches ---------------------------------------------------------------------
+def encode_examples(tokenizer, texts: list[str], labels: list[int | None], max_length: int,
+                    truncation_side: str = "right", name: str = "data") -> list[Encoded]:
+    """Tokenize every text, cut it to max_length tokens (keeping its start, or its end with truncation_side
+    'left'), and log how many were cut."""
+    encoded, truncated = [], 0
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        batch = tokenizer.encode_batch(texts[start:start + ENCODE_CHUNK], max_length=max_length,
+                                       truncation_side=truncation_side)  # right-padded
+        truncated += batch.num_truncated
+        lengths = batch.attention_mask.sum(dim=1).tolist()
+        encoded += [row[:n].tolist() for row, n in zip(batch.input_ids, lengths)]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"{name}: text {empty[0] + 1} encodes to no tokens: {texts[empty[0]]!r}")
+    say(f"{name}: {len(texts)} examples, {truncated} truncated to --max-length {max_length} tokens"
+        + (f" (cut at the {'start' if truncation_side == 'left' else 'end'})" if truncated else ""))
+    return [(ids, -1 if label is None else int(label)) for ids, label in zip(encoded, labels)]
+
+
+def collate(examples: list[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad encoded examples to the longest; see the module docstring for the shapes."""
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (ids, _) in enumerate(examples):
+        span = slice(0, len(ids)) if padding_side == "right" else slice(T - len(ids), T)
+        input_ids[i, span] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, span] = 1
+    labels = torch.tensor([label for _, label in examples], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def max_length_for(requested: int, config) -> int:
+    """--max-length, lowered (with a log line) to what the model's position table holds."""
+    if requested < 1:
+        raise ValueError(f"--max-length must be >= 1, got {requested}")
+    if requested > config.n_positions:
+        say(f"--max-length {requested} exceeds the model's n_positions; using {config.n_positions}")
+        return config.n_positions
+    return requested
+
+
+# ---- the loss ------------------------------------------------------------------------------------------------
+def classification_loss(model: nn.Module, batch: dict, rdrop: float = 0.0, simcse: float = 0.0,
+                        simcse_temp: float = 0.05) -> torch.Tensor:
+    """Cross-entropy, plus R-Drop and/or SimCSE (losses.py) when their weights are > 0.
+
+    Both need two dropout views of the batch: the batch is stacked twice, [x; x], and run through the model in
+    ONE forward (the trainer's contract); rows b and B + b then differ only in their dropout masks.
+        plain:   CE(z, y)
+        R-Drop:  CE(z1, y) + CE(z2, y) + rdrop * symmetric KL(z1, z2)       (replaces the plain CE)
+        SimCSE:  ... + simcse * InfoNCE(e1, e2, simcse_temp)                 (e: the pooled embeddings)
+    """
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    if not (rdrop > 0 or simcse > 0):
+        return F.cross_entropy(model(ids, mask).logits.float(), labels)
+    out = model(torch.cat([ids, ids]), torch.cat([mask, mask]))  # (2B, ...): two dropout views
+    logits1, logits2 = out.logits.chunk(2)  # (B, K) each
+    loss = rdrop_loss(logits1, logits2, labels, rdrop) if rdrop > 0 else F.cross_entropy(logits1.float(), labels)
+    if simcse > 0:
+        pooled1, pooled2 = out.pooled.chunk(2)  # (B, C) each
+        loss = loss + simcse * info_nce(pooled1, pooled2, simcse_temp)
+    return loss
+
+
+# ---- prediction and metrics ----------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size: int = 64) -> list[int]:
+    """argmax of the logits for every example, in order. Batches are formed from examples of similar length
+    (sorted), so little time goes into padding; `model` is put in eval mode and restored afterwards."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    preds = [0] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collate([examples[i] for i in chunk], pad_id)
+        logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits  # (b, K)
+        for i, p in zip(chunk, logits.argmax(dim=-1).tolist()):
+            preds[i] = p
+    model.train(was_training)
+    return preds
+
+
+def accuracy(preds: list[int], labels: list[int]) -> float:
+    if len(preds) != len(labels) or not labels:
+        raise ValueError(f"accuracy: {len(preds)} predictions for {len(labels)} labels")
+    return sum(p == y for p, y in zip(preds, labels)) / len(labels)
+
+
+def macro_f1(preds: list[int], labels: list[int]) -> float:
+    """Mean over classes of F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k), over the classes that occur in the labels or
+    the predictions (as sklearn's f1_score(average='macro'), which the course uses)."""
+    if len(preds) != len(labels) or not labels:
+        raise ValueError(f"macro_f1: {len(preds)} predictions for {len(labels)} labels")
+    scores = []
+    for k in sorted(set(preds) | set(labels)):
+        tp = sum(p == k and y == k for p, y in zip(preds, labels))
+        fp = sum(p == k and y != k for p, y in zip(preds, labels))
+        fn = sum(p != k and y == k for p, y in zip(preds, labels))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores)
+
+
+def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size: int = 64,
+             prefix: str = "dev_") -> dict[str, float]:
+    """{prefix + 'accuracy', prefix + 'macro_f1'} of the model's predictions on labelled examples."""
+    preds = predict(model, examples, pad_id, batch_size)
+    labels = [label for _, label in examples]
+    return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
+
+
+# ---- command-line flags shared by the tasks ------------------------------------------------------------------
+def add_data_arguments(parser, max_length: int) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--data-dir", default=None,
+                   help="directory of the course data files (None: $MINIGPT_DATA, else data/)")
+    g.add_argument("--max-length", type=int, default=max_length,
+                   help="tokens per text; longer texts are cut (the count is logged)")
+    g.add_argument("--eval-batch-size", type=int, default=64, help="examples per batch when predicting")
+    g.add_argument("--limit", type=int, default=0,
+                   help="smoke runs only: keep the first N examples of every split (0: all)")
+
+
+def add_method_arguments(parser, pooling: bool = True) -> None:
+    g = parser.add_argument_group("methods (tasks/losses.py)")
+    if pooling:
+        g.add_argument("--pooling", choices=POOLINGS, default="last",
+                       help="last: the hidden state of the last real token; mean: the mean over real tokens")
+    g.add_argument("--rdrop", type=float, default=0.0, metavar="ALPHA",
+                   help="R-Drop (Liang et al. 2021): two dropout passes, CE on both + ALPHA * symmetric KL (0: off)")
+    g.add_argument("--simcse", type=float, default=0.0, metavar="WEIGHT",
+                   help="unsupervised SimCSE (Gao et al. 2021): + WEIGHT * InfoNCE between two dropout views of "
+                        "the pooled embeddings, in-batch negatives (0: off)")
+    g.add_argument("--simcse-temp", type=float, default=0.05, help="SimCSE temperature tau")
+    g.add_argument("--augment", default=None, metavar="FILE",
+                   help="back-translation: extra training rows in the training file's format (tasks/augment.py)")
+    g.add_argument("--load-head", default=None, metavar="FILE",
+                   help="start the classification head from a head-*.safetensors file of an exported model")
+
+
+def check_method_arguments(args, dropout: float) -> None:
+    if args.rdrop < 0 or args.simcse < 0:
+        raise ValueError(f"--rdrop and --simcse must be >= 0, got {args.rdrop} and {args.simcse}")
+    if (args.rdrop > 0 or args.simcse > 0) and dropout == 0:
+        say("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
+            "(set --dropout 0.1)")
+
+
+def limit(examples: list, n: int) -> list:
+    return examples[:n] if n > 0 else examples
+
+
+# ---- export: the GPT-2 body as a model directory, the heads beside it ----------------------------------------
+def export_model(body: nn.Module, heads: dict[str, nn.Module], out_dir, tokenizer_dir, args) -> Path:
+    """Write `out_dir` as a model directory (config.json, model.safetensors, vocab.json, merges.txt; LoRA/DoRA
+    merged into the weights, see modeling.export_language_model) plus head-{name}.safetensors per head, so that
+    `--model out_dir` (and `--load-head out_dir/head-{name}.safetensors`) start a new run from it."""
+    model_dir = export_language_model(body, out_dir, Path(tokenizer_dir), args)
+    for name, head in heads.items():
+        save_safetensors(head.state_dict(), Path(model_dir) / f"head-{name}.safetensors")
+    return Path(model_dir)
+
+
+def load_head(head: nn.Module, path) -> None:
+    """Copy a saved head's weights into `head`; a clear error when the file or the shapes do not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--load-head {path}: no such file (an exported model holds head-<task>.safetensors)")
+    state = load_safetensors(path)
+    expected = head.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise ValueError(f"--load-head {path}: holds {shapes}, but this head needs "
+                         f"{ {k: tuple(v.shape) for k, v in expected.items()} } (another task or label count?)")
+    head.load_state_dict(state)

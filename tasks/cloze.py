@@ -1,0 +1,70 @@
+"""Paraphrase detection as a cloze: GPT-2 reads the prompt and its next token answers "yes" or "no".
+
+    prompt = 'Question 1: "{s1}"\\nQuestion 2: "{s2}"\\nAre these questions asking the same thing?\\n'
+    h      = GPT2(prompt)[t_last]                         (C,)  hidden state at the last real token (after ln_f)
+    z_c    = h . W_te[c]            for c in (no, yes)    the LM head's logits of the two answer tokens only
+    label  = argmax(z_no, z_yes)                          0 = not a paraphrase, 1 = paraphrase
+
+The loss is the cross-entropy of softmax(z_no, z_yes): the next-token distribution renormalised over the two
+answers, losses.restricted_cross_entropy. The task's loss function (classification.classification_loss) takes the
+plain cross-entropy of these (B, 2) logits, which is that restricted cross-entropy; R-Drop and SimCSE apply as to
+any classifier (SimCSE's embedding: the hidden state at the last real token).
+
+Economy: GPT-2's LM head is logits = h W_te^T over all 50257 tokens at every position, (B, T, 50257) floats,
+though only two numbers of one position are used. We run the body with logits_to_keep=0 (no LM head), gather the
+hidden state at each row's last real token, (B, C), and multiply by the two answer rows of W_te, (2, C): the
+same numbers (tests/test_paraphrase.py checks it against the full logits), for B*C*2 instead of B*T*C*V work.
+Because W_te is the live embedding matrix, full fine-tuning trains the answer rows as the LM head would.
+
+The answer ids come from the tokenizer (GPT-2: "no" = 3919, "yes" = 8505), never hard-coded.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tasks.classification import Encoded, encode_examples
+from tasks.classifier import ClassifierOutput, pool_last
+from tasks.data import ParaphraseExample, paraphrase_prompt
+
+ANSWERS = ("no", "yes")  # index = label: 0 = not a paraphrase, 1 = paraphrase
+
+
+def answer_token_ids(tokenizer) -> list[int]:
+    """[id of "no", id of "yes"]; a clear error when the tokenizer splits either into several tokens."""
+    try:
+        return [tokenizer.token_id(answer) for answer in ANSWERS]
+    except ValueError as e:
+        raise ValueError(f"the cloze paraphrase task needs 'yes' and 'no' to be single tokens: {e}") from None
+
+
+def cloze_logits(hidden: torch.Tensor, attention_mask: torch.Tensor, wte_weight: torch.Tensor,
+                 answer_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C) hidden states -> ((B, K) answer logits, (B, C) hidden state at the last real token)."""
+    h_last = pool_last(hidden, attention_mask)  # (B, C)
+    return F.linear(h_last, wte_weight[answer_ids]), h_last  # (B, C) @ (K, C)^T -> (B, K)
+
+
+class GPT2Cloze(nn.Module):
+    """forward(input_ids, attention_mask) -> ClassifierOutput(logits (B, 2) over [no, yes], pooled (B, C)).
+
+    No parameters of its own: the answer logits come from the body's tied LM head (W_te).
+    """
+
+    def __init__(self, body: nn.Module, answer_ids: list[int]):
+        super().__init__()
+        self.body = body
+        self.register_buffer("answer_ids", torch.tensor(answer_ids, dtype=torch.long), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ClassifierOutput:
+        hidden = self.body(input_ids, attention_mask=attention_mask, logits_to_keep=0).hidden_states  # (B, T, C)
+        logits, h_last = cloze_logits(hidden, attention_mask, self.body.wte.weight, self.answer_ids)
+        return ClassifierOutput(logits, h_last)
+
+
+def encode_pairs(tokenizer, examples: list[ParaphraseExample], max_length: int, name: str) -> list[Encoded]:
+    """Each pair as its cloze prompt, tokenized. A prompt longer than max_length loses its START (truncation
+    'left'): the question "Are these questions asking the same thing?" and the answer position must stay."""
+    prompts = [paraphrase_prompt(e.sentence1, e.sentence2) for e in examples]
+    return encode_examples(tokenizer, prompts, [e.label for e in examples], max_length, "left", name)

@@ -1,0 +1,133 @@
+"""`python run.py paraphrase`: Quora paraphrase detection, by default as a yes/no cloze (tasks/cloze.py).
+
+    python run.py paraphrase --model gpt2 --lr 2e-5 --epochs 10 --batch-size 96 --out-dir runs/para
+
+--head cloze (default): the next-token logits of "no"/"yes" after the prompt, loss restricted to those two.
+--head classifier: a classification head (2 classes) on the --pooling of the prompt's hidden states.
+Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/hard_negatives.py), --augment
+(tasks/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
+the same optimisation with a third of the memory.
+
+Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro-F1 each epoch (the best epoch by
+dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{dev,test}-output.csv (0/1 per
+pair) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
+export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from tasks.augment import read_augment_pairs
+from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
+                                  classification_loss, collate, evaluate, export_model, limit, load_head,
+                                  max_length_for, predict, say)
+from tasks.classifier import GPT2Classifier
+from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
+from tasks.data import (course_file_name, course_preprocess, data_file, read_quora, resolve_data_dir,
+                        write_paraphrase_predictions)
+from tasks.hard_negatives import hard_negatives
+from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
+from tasks.train import (CheckpointError, add_training_arguments, config_from_args, is_main_process,
+                         seed_everything, train)
+
+FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--head", choices=("cloze", "classifier"), default="cloze",
+                        help="cloze: the LM head's 'yes'/'no' logits at the last token; classifier: a linear "
+                             "head on the --pooling of the hidden states")
+    add_data_arguments(parser, max_length=512)
+    add_method_arguments(parser)
+    g = parser.add_argument_group("adversarial hard negatives (tasks/hard_negatives.py)")
+    g.add_argument("--adversarial", action="store_true",
+                   help="add hard negatives: the most word-overlapping non-duplicates again, and duplicates "
+                        "with a number, a negation or a name changed")
+    g.add_argument("--adversarial-ratio", type=float, default=0.1,
+                   help="hard negatives added, as a fraction of the training set (half mined, half perturbed)")
+    add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
+    add_training_arguments(parser, epochs=10, batch_size=96, lr=2e-5, out_dir="runs/paraphrase")
+
+
+def _preprocessed(e):
+    return replace(e, sentence1=course_preprocess(e.sentence1), sentence2=course_preprocess(e.sentence2))
+
+
+def read_splits(args) -> dict[str, list]:
+    """{'train', 'dev', 'test'} pairs, course-preprocessed; train + hard negatives + --augment rows."""
+    data_dir = resolve_data_dir(args.data_dir)
+
+    def path(split):
+        return data_file(data_dir, course_file_name("quora", split))
+
+    train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), args.limit)
+    if args.adversarial:  # on the raw text: the perturbation rules need its capitals
+        extra, counts = hard_negatives(train_raw, args.adversarial_ratio, args.seed)
+        say(f"adversarial: {len(extra)} hard negatives added ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+        train_raw = train_raw + extra
+    splits = {"train": [_preprocessed(e) for e in train_raw],
+              "dev": limit(read_quora(path("dev"), labeled=True), args.limit),
+              "test": limit(read_quora(path("test"), labeled=False), args.limit)}
+    if args.augment:
+        splits["train"] = splits["train"] + read_augment_pairs(args.augment, splits["train"])
+    return splits
+
+
+def main(args) -> int:
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # DataError, MissingDataError among them
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def build_model(body, tokenizer, args):
+    """GPT2Cloze (--head cloze) or GPT2Classifier with 2 labels (--head classifier)."""
+    if args.head == "cloze":
+        if args.pooling != "last":
+            raise ValueError("--head cloze answers at the last token; --pooling mean needs --head classifier")
+        if args.load_head:
+            raise ValueError("--load-head needs --head classifier (the cloze head is GPT-2's own LM head)")
+        return GPT2Cloze(body, answer_token_ids(tokenizer))
+    model = GPT2Classifier(body, 2, args.pooling)
+    if args.load_head:
+        load_head(model.head, args.load_head)
+    return model
+
+
+def run(args) -> int:
+    seed_everything(args.seed)
+    splits = read_splits(args)
+    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
+    check_method_arguments(args, body.config.dropout)
+    max_length = max_length_for(args.max_length, body.config)
+    model = build_model(apply_finetune(body, args), tokenizer, args)
+    trainable, total = count_trainable(model)
+    say(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} parameters train")
+
+    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}")
+               for split, examples in splits.items()}
+    pad_id = tokenizer.pad_token_id
+    result = train(model, encoded["train"], partial(collate, pad_id=pad_id),
+                   partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp),
+                   config_from_args(args),
+                   evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
+                   metric="dev_accuracy")
+    if not is_main_process():
+        return 0
+    out_dir = Path(args.out_dir)
+    for split in ("dev", "test"):
+        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
+        path = write_paraphrase_predictions(out_dir / "predictions" / f"para-{split}-output.csv",
+                                            [e.id for e in splits[split]], preds)
+        say(f"wrote {path}")
+    heads = {"quora": model.head} if args.head == "classifier" else {}
+    model_dir = export_model(model.body, heads, out_dir / "model", tokenizer_dir, args)
+    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
+    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
+    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
+        f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
+    return 0

@@ -1,0 +1,99 @@
+"""`python run.py sentiment --dataset sst|cfimdb`: GPT-2 + a classification head on a pooled hidden state.
+
+    python run.py sentiment --dataset sst --model gpt2 --finetune full --lr 2e-5 --epochs 10 --out-dir runs/sst
+
+Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (tasks/train.py:
+checkpoints, warmup/decay, clipping, --resume) on cross-entropy (+ --rdrop, --simcse), reports dev accuracy and
+macro-F1 after every epoch (the best epoch by dev accuracy is kept), then with the best weights writes
+
+    <out-dir>/predictions/{dataset}-dev-output.csv, {dataset}-test-output.csv   (the course's format)
+    <out-dir>/model/   the GPT-2 body as a model directory (LoRA/DoRA merged) + head-{dataset}.safetensors
+
+so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors` continues from it.
+"""
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+from tasks.augment import read_augment_sentiment
+from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments, collate,
+                                  classification_loss, encode_examples, evaluate, export_model, limit, load_head,
+                                  max_length_for, predict, say)
+from tasks.classifier import GPT2Classifier
+from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
+                        resolve_data_dir, write_sentiment_predictions)
+from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
+from tasks.train import (CheckpointError, add_training_arguments, config_from_args, is_main_process,
+                         seed_everything, train)
+
+FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dataset", choices=tuple(SENTIMENT_NUM_LABELS), default="sst",
+                        help="sst: 5 classes (0 negative .. 4 positive); cfimdb: 2 classes (movie reviews)")
+    add_data_arguments(parser, max_length=512)
+    add_method_arguments(parser)
+    add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
+    add_training_arguments(parser, epochs=10, batch_size=8, lr=2e-5, out_dir="runs/sentiment")
+
+
+def read_splits(args) -> dict[str, list]:
+    """{'train', 'dev', 'test'} examples of --dataset (+ the --augment rows in train)."""
+    data_dir = resolve_data_dir(args.data_dir)
+    num_labels = SENTIMENT_NUM_LABELS[args.dataset]
+    splits = {}
+    for split in ("train", "dev", "test"):
+        path = data_file(data_dir, course_file_name(args.dataset, split))
+        splits[split] = limit(read_sentiment(path, labeled=split != "test", num_labels=num_labels), args.limit)
+    if args.augment:
+        splits["train"] = splits["train"] + read_augment_sentiment(args.augment, num_labels, splits["train"])
+    return splits
+
+
+def main(args) -> int:
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # DataError, MissingDataError among them
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args) -> int:
+    seed_everything(args.seed)  # before any initialisation: the head, LoRA's A, a scratch body
+    splits = read_splits(args)
+    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
+    check_method_arguments(args, body.config.dropout)
+    max_length = max_length_for(args.max_length, body.config)
+    model = GPT2Classifier(apply_finetune(body, args), SENTIMENT_NUM_LABELS[args.dataset], args.pooling)
+    if args.load_head:
+        load_head(model.head, args.load_head)
+    trainable, total = count_trainable(model)
+    say(f"sentiment {args.dataset}: --finetune {args.finetune}, --pooling {args.pooling}: {trainable:,} of "
+        f"{total:,} parameters train")
+
+    encoded = {split: encode_examples(tokenizer, [e.sentence for e in examples], [e.label for e in examples],
+                                      max_length, "right", f"{args.dataset} {split}")
+               for split, examples in splits.items()}
+    pad_id = tokenizer.pad_token_id
+    result = train(model, encoded["train"], partial(collate, pad_id=pad_id),
+                   partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp),
+                   config_from_args(args),
+                   evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
+                   metric="dev_accuracy")
+    if not is_main_process():
+        return 0
+    out_dir = Path(args.out_dir)
+    for split in ("dev", "test"):
+        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
+        path = write_sentiment_predictions(out_dir / "predictions" / f"{args.dataset}-{split}-output.csv",
+                                           [e.id for e in splits[split]], preds)
+        say(f"wrote {path}")
+    model_dir = export_model(model.body, {args.dataset: model.head}, out_dir / "model", tokenizer_dir, args)
+    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
+    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
+    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
+        f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
+    return 0
