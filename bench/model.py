@@ -7,7 +7,6 @@ allocations cannot hide the other's). Ratios, not seconds: these machines are no
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys

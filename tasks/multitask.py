@@ -31,7 +31,6 @@ head-sst.safetensors (+ head-quora.safetensors). Re-fine-tuning on one task star
 """
 from __future__ import annotations
 
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
                         resolve_data_dir, write_paraphrase_predictions, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (CheckpointError, add_training_arguments, config_from_args, is_main_process,
+from tasks.train import (add_training_arguments, config_from_args, is_main_process,
                          seed_everything, train)
 
 TASKS = ("sst", "quora")  # task index t = position here
@@ -157,14 +156,8 @@ def read_encoded(args, tokenizer, max_length: int) -> tuple[dict, dict]:
 
 
 def main(args) -> int:
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # DataError, MissingDataError among them
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def run(args) -> int:
+    """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
+    run.py prints them as one line."""
     seed_everything(args.seed)
     weights = parse_task_weights(args.task_weights)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)

@@ -15,7 +15,6 @@ export works as --model: `--model runs/multitask/model` re-fine-tunes the multit
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ from tasks.data import (course_file_name, course_preprocess, data_file, read_quo
                         write_paraphrase_predictions)
 from tasks.hard_negatives import hard_negatives
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (CheckpointError, add_training_arguments, config_from_args, is_main_process,
+from tasks.train import (add_training_arguments, config_from_args, is_main_process,
                          seed_everything, train)
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
@@ -76,14 +75,6 @@ def read_splits(args) -> dict[str, list]:
     return splits
 
 
-def main(args) -> int:
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # DataError, MissingDataError among them
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
 def build_model(body, tokenizer, args):
     """GPT2Cloze (--head cloze) or GPT2Classifier with 2 labels (--head classifier)."""
     if args.head == "cloze":
@@ -98,7 +89,9 @@ def build_model(body, tokenizer, args):
     return model
 
 
-def run(args) -> int:
+def main(args) -> int:
+    """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
+    run.py prints them as one line."""
     seed_everything(args.seed)
     splits = read_splits(args)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)

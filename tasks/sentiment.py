@@ -13,7 +13,6 @@ so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetenso
 """
 from __future__ import annotations
 
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tasks.classifier import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (CheckpointError, add_training_arguments, config_from_args, is_main_process,
+from tasks.train import (add_training_arguments, config_from_args, is_main_process,
                          seed_everything, train)
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
@@ -54,14 +53,8 @@ def read_splits(args) -> dict[str, list]:
 
 
 def main(args) -> int:
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # DataError, MissingDataError among them
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def run(args) -> int:
+    """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
+    run.py prints them as one line."""
     seed_everything(args.seed)  # before any initialisation: the head, LoRA's A, a scratch body
     splits = read_splits(args)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigpt import GPT2, GPT2Config
+from minigpt import GPT2Config
 
 SHARED = os.environ.get("MINIGPT_SHARED")
 

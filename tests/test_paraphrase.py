@@ -10,9 +10,9 @@ from argparse import Namespace
 import pytest
 import torch
 
+import run
 from minigpt import GPT2, Tokenizer
 from minigpt.tokenizer import write_vocab_files
-from tasks import paraphrase
 from tasks.augment import make_back_translation_file, read_augment_pairs
 from tasks.classification import accuracy, classification_loss, collate, evaluate
 from tasks.classifier import last_token_index
@@ -20,7 +20,7 @@ from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
 from tasks.modeling import apply_finetune
 from tasks.train import TrainConfig, seed_everything, train
-from tests._task_fixtures import SCRATCH, parse, tokenizer_dir, write_quora_files
+from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
 
 
@@ -66,10 +66,9 @@ def test_long_prompts_lose_their_start_not_the_question(tmp_path, capsys):
 
 def run_cli(tmp_path, *flags, out="run"):
     tok = tokenizer_dir(tmp_path / "tok")
-    args = parse(paraphrase, "--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
-                 "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3",
-                 "--out-dir", tmp_path / out, *flags)
-    return paraphrase.main(args), tmp_path / out
+    argv = ("--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
+            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", tmp_path / out, *flags)
+    return run.main(["paraphrase", *(str(a) for a in argv)]), tmp_path / out
 
 
 def test_cloze_cli_learns_and_writes_predictions_that_parse_back(tmp_path):

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import run
 from minigpt import GPT2, Tokenizer, load_pretrained
 from minigpt.checkpoint import save_safetensors
-from tasks import sentiment
 from tasks.augment import make_back_translation_file, read_augment_sentiment
 from tasks.classification import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
                                   macro_f1)
@@ -23,7 +23,7 @@ from tasks.classifier import ClassificationHead, GPT2Classifier
 from tasks.data import read_predictions, read_sentiment
 from tasks.modeling import apply_finetune
 from tasks.train import TrainConfig, seed_everything, train
-from tests._task_fixtures import SCRATCH, parse, tokenizer_dir, write_sentiment_files
+from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
 
 
@@ -92,10 +92,9 @@ def test_loss_views_rdrop_and_simcse():
 def run_cli(tmp_path: Path, *flags, out="run") -> tuple[int, Path]:
     tok = tokenizer_dir(tmp_path / "tok")
     out_dir = tmp_path / out
-    args = parse(sentiment, "--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
-                 "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3",
-                 "--out-dir", out_dir, *flags)
-    return sentiment.main(args), out_dir
+    argv = ("--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
+            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", out_dir, *flags)
+    return run.main(["sentiment", *(str(a) for a in argv)]), out_dir
 
 
 def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, capsys):
