@@ -1,0 +1,1 @@
+"""Benchmarks: `python run.py bench model|decoding|train` (ours vs the reference implementation, as ratios)."""

@@ -1,0 +1,227 @@
+"""`python run.py bench decoding`: our decoders vs transformers' `generate`, chrF and MBR vs sacrebleu.
+
+Same process, same random GPT-2 (the `gpt2` preset, fp32, CPU) loaded into both implementations: a 32-token
+prompt, 64 new tokens, tokens per second of greedy, top-p sampling, contrastive search (k=4) and beam search
+(4 beams), the ratio ours / transformers, and whether the token ids are identical. Then corpus chrF over 1,000
+sentence pairs vs sacrebleu's CHRF, and MBR over 32 candidates vs a brute-force loop of sacrebleu sentence
+scores.
+
+The physical bound of batch-1 decoding: every step reads every weight once (the position table excepted), so
+tokens/s <= memory read bandwidth / weight bytes. The bandwidth is measured here, in the same run, by summing a
+tensor as large as the weights (the fastest of 10 sums).
+
+Ratios, not seconds: these machines are noisy. Each figure is the median of --repeats timed runs after --warmup
+untimed ones, ours and the reference timed alternately. On a shared 2-core machine, --threads 1 avoids the
+stalls of two OpenMP threads waiting for each other while another process holds a core.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import string
+import tempfile
+import time
+
+import torch
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", default="gpt2", help="preset size built with random weights")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens each decoder generates")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--chrf-pairs", type=int, default=1000, help="sentence pairs for corpus chrF")
+    parser.add_argument("--mbr-candidates", type=int, default=32, help="candidates for MBR selection")
+    parser.add_argument("--only", choices=["all", "decoders", "chrf"], default="all",
+                        help="decoders: only the generate comparison; chrf: only chrF and MBR")
+    parser.add_argument("--decoders", default="greedy,top-p,contrastive,beam",
+                        help="comma-separated subset of greedy,top-p,contrastive,beam")
+
+
+# ----- timing --------------------------------------------------------------------------------------------------
+
+
+def timed_pair(fn_a, fn_b, repeats: int, warmup: int):
+    """Median seconds of fn_a() and fn_b(), run alternately (a burst of load hits both alike), and their last
+    outputs."""
+    for _ in range(warmup):
+        fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out_a = fn_a()
+        t1 = time.perf_counter()
+        out_b = fn_b()
+        t2 = time.perf_counter()
+        times_a.append(t1 - t0)
+        times_b.append(t2 - t1)
+    return statistics.median(times_a), statistics.median(times_b), out_a, out_b
+
+
+def read_bandwidth(num_bytes: int, repeats: int = 10) -> float:
+    """Bytes per second of a sum over a float32 tensor of num_bytes: the fastest of `repeats` sums after a
+    warm-up (the least disturbed run is the closest to what the hardware can do)."""
+    x = torch.ones(num_bytes // 4)
+    x.sum()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - t0)
+    return num_bytes / min(times)
+
+
+# ----- the models ----------------------------------------------------------------------------------------------
+
+
+def build_pair(name: str, seed: int = 0):
+    """transformers' GPT2LMHeadModel with random weights, and ours loaded from its checkpoint (our loader)."""
+    from transformers import GPT2Config as HFConfig
+    from transformers import GPT2LMHeadModel
+
+    from minigpt import GPT2Config
+    from minigpt.checkpoint import load_pretrained
+
+    cfg = GPT2Config.from_name(name)
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(HFConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"})).eval()
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        ours = load_pretrained(d).eval()
+    return ours, hf
+
+
+def decoder_cases(ours, hf, ids, n: int, eos: int):
+    """name -> (our call, transformers' call) with the same settings; sampling: the same seed for both."""
+    from decoding import beam_search, contrastive_search, greedy, sample
+
+    mask = torch.ones_like(ids)
+
+    def reference(**kw):
+        return lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
+                                   **kw)
+
+    def seeded(fn, seed=0):
+        def run():
+            torch.manual_seed(seed)  # transformers samples from the global generator
+            return fn()
+        return run
+
+    sampling = dict(temperature=1.2, top_p=0.9)
+    return {
+        "greedy": (lambda: greedy(ours, ids, n, eos_token_id=eos), reference(do_sample=False)),
+        "top-p (0.9, T=1.2)": (
+            lambda: sample(ours, ids, n, **sampling, generator=torch.Generator().manual_seed(0), eos_token_id=eos),
+            seeded(reference(do_sample=True, top_k=0, **sampling)),
+        ),
+        "contrastive (k=4)": (
+            lambda: contrastive_search(ours, ids, n, top_k=4, alpha=0.6, eos_token_id=eos),
+            reference(penalty_alpha=0.6, top_k=4),
+        ),
+        "beam (4 beams)": (lambda: beam_search(ours, ids, n, num_beams=4, eos_token_id=eos), reference(num_beams=4)),
+    }
+
+
+def bench_decoders(args) -> bool:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # keep the table readable (a notice about contrastive search's future home)
+    ours, hf = build_pair(args.config)
+    cfg = ours.config
+    ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    n = args.new_tokens
+    # batch-1 decoding reads every weight once per step; of the position table only one row
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - ours.wpe.weight.nbytes
+    bandwidth = read_bandwidth(weight_bytes)
+    bound = bandwidth / weight_bytes
+    print(f"bench decoding: {args.config} (random init, fp32, CPU, {torch.get_num_threads()} threads), "
+          f"prompt {args.prompt_tokens} tokens, {n} new tokens, median of {args.repeats} runs")
+    print(f"  memory bound: {weight_bytes / 1e6:.0f} MB of weights per step / {bandwidth / 1e9:.1f} GB/s "
+          f"(sum over a tensor of that size) = {bound:.1f} tokens/s at most")
+    print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical tokens'}")
+    all_same = True
+    greedy_speed = None
+    chosen = args.decoders.split(",")
+    for name, (ours_fn, ref_fn) in decoder_cases(ours, hf, ids, n, cfg.eos_token_id).items():
+        if name.split()[0] not in chosen:
+            continue
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, args.repeats, args.warmup)
+        same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
+        all_same &= same
+        speed_ours = (out_ours.size(1) - ids.size(1)) / t_ours
+        speed_ref = (out_ref.size(1) - ids.size(1)) / t_ref
+        if name == "greedy":
+            greedy_speed = (speed_ours, speed_ref)
+        print(f"  {name:18} {speed_ours:10.1f} {speed_ref:12.1f} {speed_ours / speed_ref:5.2f}x  "
+              f"{'yes' if same else 'NO'}")
+    if greedy_speed:
+        print(f"  greedy as a fraction of the memory bound: ours {greedy_speed[0] / bound:.0%}, "
+              f"transformers {greedy_speed[1] / bound:.0%}")
+    return all_same
+
+
+# ----- chrF and MBR --------------------------------------------------------------------------------------------
+
+
+def random_sentences(count: int, seed: int, words_per: tuple[int, int] = (5, 25)):
+    """Pseudo-English: words from a fixed random lexicon, some punctuation and capitals; references are the
+    hypotheses with about a third of their words replaced, so the pairs overlap partly, as real ones do."""
+    rng = random.Random(seed)
+    lexicon = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 9))) for _ in range(3000)]
+    lexicon += ["thee", "thou", "love", "time", "beauty", "éclat", "naïve", "—", "l'amour"]
+
+    def sentence(n):
+        words = [rng.choice(lexicon) for _ in range(n)]
+        words[0] = words[0].capitalize()
+        return " ".join(words) + rng.choice([".", "!", "?", ";", ""])
+
+    hyps = [sentence(rng.randint(*words_per)) for _ in range(count)]
+    refs = [" ".join(w if rng.random() > 0.33 else rng.choice(lexicon) for w in h.split()) for h in hyps]
+    return hyps, refs
+
+
+def bench_chrf(args) -> bool:
+    from sacrebleu.metrics import CHRF
+
+    from decoding import corpus_chrf, mbr_select, sentence_chrf
+
+    reference_chrf = CHRF()
+    hyps, refs = random_sentences(args.chrf_pairs, seed=0)
+    t_ours, t_ref, ours, ref = timed_pair(
+        lambda: corpus_chrf(hyps, refs), lambda: reference_chrf.corpus_score(hyps, [refs]).score,
+        args.repeats, args.warmup,
+    )
+    chrf_same = abs(ours - ref) <= 1e-9
+    print(f"  {'':18} {'ours s':>10} {'sacrebleu s':>12} {'speedup':>7}  identical")
+    print(f"  {f'corpus chrF x{len(hyps)}':18} {t_ours:10.3f} {t_ref:12.3f} {t_ref / t_ours:6.1f}x  "
+          f"{'yes' if chrf_same else 'NO'} ({ours:.6f} vs {ref:.6f})")
+
+    candidates, _ = random_sentences(args.mbr_candidates, seed=1, words_per=(60, 110))  # sonnet-sized
+
+    def brute_force():
+        means = [statistics.fmean(reference_chrf.sentence_score(c, [o]).score
+                                  for j, o in enumerate(candidates) if j != i) for i, c in enumerate(candidates)]
+        return max(range(len(means)), key=means.__getitem__)  # the first of equal maxima
+
+    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, args.repeats, args.warmup)
+    # and one sentence-level check on the same strings
+    sentence_same = abs(sentence_chrf(candidates[0], [candidates[1]])
+                        - reference_chrf.sentence_score(candidates[0], [candidates[1]]).score) <= 1e-9
+    print(f"  {f'MBR x{len(candidates)}':18} {t_ours:10.3f} {t_ref:12.3f} {t_ref / t_ours:6.1f}x  "
+          f"{'yes' if ours == ref and sentence_same else 'NO'} (index {ours} vs {ref})")
+    return chrf_same and sentence_same and ours == ref
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ok = True
+    if args.only in ("all", "decoders"):
+        ok &= bench_decoders(args)
+    if args.only in ("all", "chrf"):
+        ok &= bench_chrf(args)
+    if not ok:
+        print("MISMATCH: some outputs differ from the reference (see 'identical' above)")
+    return 0 if ok else 1

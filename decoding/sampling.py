@@ -1,0 +1,176 @@
+"""Greedy decoding and sampling: temperature, top-k and top-p (nucleus) filters, with the KV cache.
+
+Autoregressive decoding picks one token at a time from p(x_t | x_<t) = softmax(logits_t):
+
+    greedy:   x_t = argmax_v logits_t[v]
+    sampling: x_t ~ softmax(filter(logits_t))
+
+The filters rewrite a row of logits, setting the removed entries to -inf (probability 0), and are applied in
+this order (as transformers' `generate` does):
+
+    temperature (Ackley et al. 1985):  logits / T             T > 1 flattens, T < 1 sharpens the distribution
+    top-k (Fan et al. 2018):           keep the k largest logits (ties with the k-th largest are all kept)
+    top-p (Holtzman et al. 2020):      keep the smallest set of most likely tokens whose probability mass is
+                                       >= p; the token that crosses p is kept
+
+Every decoder in this package shares the checks and the "no_grad + eval mode" wrapper defined here.
+
+KV cache: the prompt is run once (the "prefill"; only its last position needs logits, `logits_to_keep=1`), then
+each step feeds the one new token together with the cached keys and values of everything before it.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+# ----- shared by every decoder -------------------------------------------------------------------------------
+
+
+def inference(decoder):
+    """Run `decoder(model, ...)` under torch.no_grad() with the model in eval mode (dropout off), then put every
+    submodule back in the train/eval mode it had: the caller's mode never changes."""
+
+    @functools.wraps(decoder)
+    def wrapper(model, *args, **kwargs):
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                return decoder(model, *args, **kwargs)
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    return wrapper
+
+
+def check_prompt(model, input_ids, max_new_tokens: int, eos_token_id: int | None, who: str) -> None:
+    """Clear errors for a prompt the decoders cannot continue. We refuse (rather than silently truncate the left
+    context) when prompt + max_new_tokens does not fit the model's n_positions."""
+    if not (isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.dtype == torch.long):
+        what = (f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
+                else type(input_ids).__name__)
+        raise ValueError(f"{who}: input_ids must be a (1, T) LongTensor, got {what}")
+    if input_ids.size(0) != 1:
+        raise ValueError(f"{who}: decodes one prompt at a time; input_ids has batch size {input_ids.size(0)}")
+    T = input_ids.size(1)
+    if T == 0:
+        raise ValueError(f"{who}: the prompt is empty (input_ids has shape (1, 0)); give at least one token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"{who}: max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    cfg = model.config
+    if T + max_new_tokens > cfg.n_positions:
+        raise ValueError(
+            f"{who}: prompt of {T} tokens + max_new_tokens={max_new_tokens} = {T + max_new_tokens} is longer "
+            f"than the model's n_positions={cfg.n_positions}; shorten the prompt or ask for fewer tokens"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= cfg.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{who}: token id {bad} in input_ids is outside the vocabulary [0, {cfg.vocab_size})")
+    if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < cfg.vocab_size):
+        raise ValueError(f"{who}: eos_token_id must be None or an id in [0, {cfg.vocab_size}), got {eos_token_id!r}")
+
+
+# ----- the filters: (..., vocab) logits -> the same shape, removed entries set to -inf ---------------------------
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep every logit >= the k-th largest of its row (so ties at the boundary are all kept)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    k = min(k, logits.size(-1))
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter. Sorting ascending, a token is removed when the mass of it and every less likely token is
+    <= 1 - p; the remaining (most likely) tokens hold mass >= p, and the most likely token always stays."""
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=False)  # least likely first
+    mass_up_to = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (..., vocab)
+    remove_sorted = mass_up_to <= 1 - p
+    remove_sorted[..., -1] = False  # the most likely token is never removed
+    remove = remove_sorted.scatter(-1, order, remove_sorted)  # back to vocabulary order
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """Temperature, then top-k (0 = off), then top-p (1.0 = off)."""
+    if temperature != 1.0:
+        logits = apply_temperature(logits, temperature)
+    if top_k != 0:
+        logits = top_k_filter(logits, top_k)
+    if top_p != 1.0:
+        logits = top_p_filter(logits, top_p)
+    return logits
+
+
+def check_sampling_options(temperature, top_k, top_p) -> None:
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"sample: temperature must be > 0, got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"sample: top_k must be an integer >= 0 (0 = no top-k filter), got {top_k!r}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"sample: top_p must be in (0, 1] (1.0 = no top-p filter), got {top_p!r}")
+
+
+# ----- the decoding loop ---------------------------------------------------------------------------------------
+
+
+def decode_loop(model, input_ids, max_new_tokens, choose, eos_token_id) -> torch.Tensor:
+    """Prefill the prompt, then repeatedly: choose a token from the last logits (1, vocab) -> (1, 1), feed it.
+
+    Stops after max_new_tokens tokens or right after eos_token_id (which is kept, as transformers does)."""
+    out = model(input_ids, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
+    new_tokens = []
+    for step in range(max_new_tokens):
+        token = choose(out.logits[:, -1])  # (1, 1)
+        new_tokens.append(token)
+        if step == max_new_tokens - 1 or (eos_token_id is not None and int(token) == eos_token_id):
+            break
+        out = model(token, past_key_values=out.past_key_values, use_cache=True)  # (1, 1) -> logits (1, 1, V)
+    return torch.cat([input_ids, *new_tokens], dim=1)  # (1, T + n)
+
+
+@inference
+def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
+    """(1, T) prompt -> (1, T + n): always the most likely next token (the first one on ties)."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "greedy")
+    return decode_loop(model, input_ids, max_new_tokens, lambda logits: logits.argmax(-1, keepdim=True), eos_token_id)
+
+
+@inference
+def sample(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """(1, T) prompt -> (1, T + n), each token drawn from softmax(filter(logits)).
+
+    generator: a torch.Generator for reproducible draws (None = torch's global generator). One draw per step
+    with torch.multinomial, as transformers does, so seeding the global generator the same way gives the same
+    tokens as `generate(do_sample=True, ...)` up to floating-point ties."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "sample")
+    check_sampling_options(temperature, top_k, top_p)
+
+    def choose(logits):  # (1, V) -> (1, 1)
+        probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+
+    return decode_loop(model, input_ids, max_new_tokens, choose, eos_token_id)
