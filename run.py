@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 BENCHMARKS = {
@@ -63,6 +64,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Errors about the user's input (bad files, flags, data) print one clear line, not a
+    traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
@@ -70,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoints written so far are kept (use --resume to continue)", file=sys.stderr)
         return 130
+    except (ValueError, OSError, RuntimeError) as e:  # our errors name the file, line or flag at fault
+        if os.environ.get("MINIGPT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -1,0 +1,37 @@
+"""`python run.py generate --prompt "..."`: continue a prompt with any decoder, using the KV cache.
+
+    python run.py generate --model gpt2 --prompt "Shall I compare thee" --decoder contrastive
+    python run.py generate --model runs/sonnet/model --prompt "..." --decoder top-p --temperature 1.2
+"""
+from __future__ import annotations
+
+import torch
+
+from decoding.options import add_decoder_arguments, generate_from_args
+from minigpt import Tokenizer, load_pretrained
+from minigpt.checkpoint import resolve_model_dir
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="gpt2",
+                        help="a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl: downloaded once into the cache) or "
+                             "a directory in the Hugging Face layout")
+    parser.add_argument("--tokenizer", default=None, help="directory with vocab.json + merges.txt (default: the "
+                                                          "model directory)")
+    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate after the prompt")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    add_decoder_arguments(parser)
+
+
+def main(args) -> int:
+    tokenizer = Tokenizer.from_dir(args.tokenizer or resolve_model_dir(args.model))
+    model = load_pretrained(args.model, device=args.device).eval()
+    ids = tokenizer.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt is empty: give at least one token of text to continue")
+    input_ids = torch.tensor([ids], device=args.device)
+    out = generate_from_args(model, input_ids, args, max_new_tokens=args.max_new_tokens,
+                             eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0

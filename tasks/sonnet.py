@@ -1,0 +1,171 @@
+"""`python run.py sonnet`: fine-tune GPT-2 on Shakespeare's sonnets, write the held-out sonnets, score chrF.
+
+Training: each training sonnet (1-131) is one sequence, followed by <|endoftext|> so the model learns where a
+sonnet ends; the loss is the usual next-token cross-entropy over the real tokens (causal LM).
+
+Evaluation (every epoch, and the checkpoint metric): each dev prompt (the first 3 lines of sonnets 132-143) is
+continued by the chosen decoder; the generation keeps its 3 prompt lines, is cut to --max-lines lines, and the
+corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
+
+At the end the best checkpoint's model writes `generated_sonnets_dev.txt` and `generated_sonnets.txt` (the test
+prompts) in the course format into --out-dir, and the trained model into --out-dir/model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from decoding.chrf import corpus_chrf
+from decoding.options import add_decoder_arguments, generate_from_args
+from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
+from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
+                            load_model_and_tokenizer)
+from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
+
+logger = logging.getLogger("minigpt.sonnet")
+PROMPT_LINES = 3
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with sonnets.txt, sonnets_held_out_dev.txt, TRUE_sonnets_held_out_dev.txt, "
+                             "sonnets_held_out.txt (default: $MINIGPT_DATA or data/; `python run.py download data`)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated after each prompt")
+    parser.add_argument("--max-lines", type=int, default=14,
+                        help="keep at most this many lines of each generated sonnet, prompt included (a sonnet "
+                             "has 14; 0 = keep everything the decoder wrote)")
+    parser.add_argument("--dev-limit", type=int, default=0,
+                        help="evaluate each epoch on the first N dev prompts only (0 = all 12); for quick CPU runs")
+    parser.add_argument("--skip-test", action="store_true", help="do not write generations for the test prompts")
+    add_model_arguments(parser, finetune_choices=("full", "lora", "dora", "prefix"), default_finetune="full")
+    add_training_arguments(parser, out_dir="runs/sonnet", epochs=10, batch_size=8, lr=1e-5, warmup=0.1,
+                           weight_decay=0.0)
+    add_decoder_arguments(parser, seed=False)  # sampling draws from the trainer's --seed
+
+
+# ----- data ---------------------------------------------------------------------------------------------------
+def load_sonnet_data(data_dir: Path):
+    """(training sonnets, dev prompts, true dev sonnets, dev numbers, test prompts, test numbers)."""
+    train_text = read_sonnets(data_file(data_dir, "sonnets.txt"))
+    dev_path = data_file(data_dir, "sonnets_held_out_dev.txt")
+    true_path = data_file(data_dir, "TRUE_sonnets_held_out_dev.txt")
+    dev_prompts, dev_true = read_sonnets(dev_path), read_sonnets(true_path)
+    if len(dev_prompts) != len(dev_true):
+        raise DataError(f"{dev_path} holds {len(dev_prompts)} prompts but {true_path} holds {len(dev_true)} "
+                        "sonnets: the n-th prompt is scored against the n-th true sonnet, so the counts must match")
+    check_prompts(dev_path, dev_prompts, sonnet_numbers(dev_path))
+    test_path = data_file(data_dir, "sonnets_held_out.txt")
+    test_prompts, test_numbers = read_sonnets(test_path), sonnet_numbers(test_path)
+    check_prompts(test_path, test_prompts, test_numbers)
+    return train_text, dev_prompts, dev_true, sonnet_numbers(dev_path), test_prompts, test_numbers
+
+
+def check_prompts(path: Path, prompts: list[str], numbers: list[int]) -> None:
+    for prompt, number in zip(prompts, numbers):
+        lines = prompt.split("\n")
+        empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+        if empty:
+            raise DataError(f"{path}: sonnet {number}: prompt line {empty[0]} is empty; a prompt is the first "
+                            f"{PROMPT_LINES} lines of a sonnet, one per line")
+
+
+def make_collate(tokenizer, max_length: int):
+    """Sonnets -> right-padded ids; labels are the ids with padding set to -100 (ignored by the loss)."""
+    def collate(sonnets: list[str]) -> dict[str, torch.Tensor]:
+        batch = tokenizer.encode_batch([s + "<|endoftext|>" for s in sonnets], max_length=max_length)
+        labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": labels}
+    return collate
+
+
+def lm_loss(model, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy over real tokens: token t predicts token t+1.
+
+    With right padding the real tokens never attend to the padding after them (causal mask), so no attention
+    mask is needed, and positions are 0, 1, ... as for an unpadded sequence.
+    """
+    logits = model(batch["input_ids"]).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                             ignore_index=-100)
+
+
+# ----- generation and scoring ---------------------------------------------------------------------------------
+def trim_lines(text: str, max_lines: int) -> str:
+    """Keep the first max_lines non-empty lines (0 = all). A line holding only a number is dropped: in the course
+    format a number alone on a line starts the next sonnet, so it would split this one when read back."""
+    kept, count = [], 0
+    for line in text.strip().split("\n"):
+        if line.strip().isdigit():
+            continue
+        if max_lines and line.strip() and count == max_lines:
+            break
+        count += bool(line.strip())
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def generate_sonnets(module, tokenizer, prompts: list[str], args, desc: str) -> list[str]:
+    """Continue each prompt; the result keeps the prompt lines, as the course scores it."""
+    device = next(module.parameters()).device
+    outputs = []
+    for prompt in tqdm(prompts, desc=desc, leave=False, disable=not is_main_process()):
+        ids = torch.tensor([tokenizer.encode(prompt + "\n")], device=device)
+        out = generate_from_args(module, ids, args, max_new_tokens=args.max_new_tokens,
+                                 eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
+        text = tokenizer.decode(out[0].tolist()).split("<|endoftext|>")[0]
+        outputs.append(trim_lines(text, args.max_lines))
+    return outputs
+
+
+def make_evaluate(tokenizer, dev_prompts, dev_true, args):
+    n = args.dev_limit or len(dev_prompts)
+
+    def evaluate(module) -> dict[str, float]:
+        generated = generate_sonnets(module, tokenizer, dev_prompts[:n], args, "dev sonnets")
+        return {"dev_chrf": corpus_chrf(generated, dev_true[:n])}
+    return evaluate
+
+
+# ----- the task -----------------------------------------------------------------------------------------------
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_from_args(args)
+    data_dir = resolve_data_dir(args.data_dir)
+    train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
+    seed_everything(cfg.seed)
+    model, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
+    # --epochs 0 decodes with the model as loaded: no adapters or prefixes (they would start untrained)
+    module = apply_finetune(model, args) if cfg.epochs > 0 else model.eval()
+    trainable, total = count_trainable(module)
+    logger.info(f"sonnet: {len(train_text)} training sonnets, {len(dev_prompts)} dev prompts, "
+                f"{len(test_prompts)} test prompts; --finetune {args.finetune}: {trainable:,} of {total:,} "
+                f"parameters train; decoder {args.decoder}")
+    evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, args)
+    if cfg.epochs > 0:
+        result = train(module, train_text, make_collate(tokenizer, model.config.n_positions), lm_loss, cfg,
+                       evaluate=evaluate, metric="dev_chrf")
+        logger.info(f"best epoch {result.best_epoch}: dev chrF {result.best_metric:.2f} ({result.stop_reason})")
+    if not is_main_process():
+        return 0
+    module.eval()
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        dev_generated = generate_sonnets(module, tokenizer, dev_prompts, args, "dev sonnets")
+        dev_chrf = corpus_chrf(dev_generated, dev_true)
+        write_sonnets(out_dir / "generated_sonnets_dev.txt", dev_generated, dev_numbers)
+        if not args.skip_test:
+            test_generated = generate_sonnets(module, tokenizer, test_prompts, args, "test sonnets")
+            write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
+    if cfg.epochs > 0:
+        export_language_model(module, out_dir / "model", tokenizer_dir, args)
+    summary = {"dev_chrf": dev_chrf, "decoder": args.decoder, "finetune": args.finetune, "epochs": cfg.epochs,
+               "model": str(args.model)}
+    (out_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"dev chrF: {dev_chrf:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
+          + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")
+    return 0
