@@ -43,13 +43,6 @@ def step_alpha(step: int, max_new_tokens: int, alpha: float, dynamic: bool, star
     return start + (end - start) * step / max(1, max_new_tokens - 1)
 
 
-def lm_head(model, h: torch.Tensor) -> torch.Tensor:
-    """logits = h W_te^T: GPT-2's LM head is tied to the token embedding. A wrapper (prefix-tuning) keeps the
-    GPT2 in `.model`."""
-    gpt2 = model.model if hasattr(model, "model") else model
-    return F.linear(h, gpt2.wte.weight)
-
-
 def unit(h: torch.Tensor) -> torch.Tensor:
     """Scale each row to length 1, so dot products are cosine similarities."""
     return h / h.norm(dim=-1, keepdim=True)
@@ -120,5 +113,5 @@ def contrastive_search(
             break
         # next step: the chosen candidate's cache and logits (LM head on its hidden state only)
         past = [(key[best : best + 1], value[best : best + 1]) for key, value in cand.past_key_values]
-        logits = lm_head(model, h[best : best + 1]).float()  # (1, V)
+        logits = model.lm_head(h[best : best + 1]).float()  # (1, V)
     return tokens[:, :n]

@@ -105,10 +105,14 @@ class GPT2(nn.Module):
 
         logits = None
         if logits_to_keep is None:
-            logits = F.linear(x, self.wte.weight)  # (B, T, vocab): tied LM head
+            logits = self.lm_head(x)  # (B, T, vocab)
         elif logits_to_keep > 0:
-            logits = F.linear(x[:, -logits_to_keep:], self.wte.weight)
+            logits = self.lm_head(x[:, -logits_to_keep:])
         return ModelOutput(logits, x, presents if use_cache else None)
+
+    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (..., C) -> logits (..., vocab): the LM head, tied to the token embedding."""
+        return F.linear(h, self.wte.weight)
 
     @staticmethod
     def default_positions(B, T, past_len, attention_mask, device) -> torch.Tensor:

@@ -53,6 +53,9 @@ class PrefixTuning(nn.Module):
     def config(self):
         return self.model.config  # decoders read n_positions and eos_token_id here
 
+    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(h)  # the frozen model's own head: decoders call it on chosen hidden states
+
     def prefix_matrix(self) -> torch.Tensor:
         """P_theta: (n_prefix, n_layer * 2 * C), through the MLP or directly."""
         if hasattr(self, "mlp"):
