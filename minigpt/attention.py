@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPT2Config
+from .dropout import Dropout
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # (k, v), each (B, n_head, T, d_head)
 
@@ -32,8 +33,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # x -> [q | k | v]
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)  # concatenated heads -> residual stream
-        self.attn_dropout = nn.Dropout(cfg.dropout)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, C = t.shape
@@ -53,8 +54,8 @@ class CausalSelfAttention(nn.Module):
             past_k, past_v = layer_past
             k = torch.cat((past_k, k), dim=2)  # (B, H, S, D)
             v = torch.cat((past_v, v), dim=2)
-        if self.fused:
-            y = self.fused_attention(q, k, v, mask)
+        if self.fused and not (self.training and self.dropout > 0 and q.device.type == "cpu"):
+            y = self.fused_attention(q, k, v, mask)  # PyTorch's CPU kernel has no dropout: it would run the math
         else:
             y = self.math_attention(q, k, v, mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
@@ -64,11 +65,11 @@ class CausalSelfAttention(nn.Module):
     def math_attention(self, q, k, v, mask):
         """q: (B, H, T, D); k, v: (B, H, S, D) -> (B, H, T, D)."""
         T, S = q.size(2), k.size(2)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        scores = (q @ k.transpose(-2, -1)).div_(math.sqrt(self.head_dim))  # (B, H, T, S), in place: no copy
         if mask is None:
             # query i (absolute position S - T + i) may see keys 0 .. S - T + i
             mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores.masked_fill_(~mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)  # each row sums to 1 over the visible keys
         probs = self.attn_dropout(probs)
         return probs @ v  # (B, H, T, D)

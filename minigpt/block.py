@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .attention import CausalSelfAttention, KeyValue
 from .config import GPT2Config
+from .dropout import Dropout
 
 
 class LayerNorm(nn.Module):
@@ -53,7 +54,7 @@ class MLP(nn.Module):
         self.fused = cfg.fused
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         return self.dropout(self.c_proj(gelu(self.c_fc(x), self.fused)))

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dropout import Dropout
+
 ADAPTER_NAMES = ("lora_A", "lora_B", "magnitude")  # the only parameters an adapter state dict holds
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")  # add "mlp.c_fc", "mlp.c_proj" to adapt the MLP too
 
@@ -53,7 +55,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **factory))  # (out, r): zero, so BA = 0
         # A as nn.Linear's default init (kaiming-uniform, a = sqrt(5)), as the LoRA reference code and peft do
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False  # True: W0 + update lives in self.weight and forward must not add it again
 
     def delta_weight(self) -> torch.Tensor:

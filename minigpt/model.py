@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .attention import KeyValue, build_attention_mask
 from .block import Block, LayerNorm
 from .config import GPT2Config
+from .dropout import Dropout
 
 
 @dataclass
@@ -35,7 +36,7 @@ class GPT2(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)  # token embedding, also the LM head
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)  # learned absolute positions
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
         self.apply(self._init_weights)

@@ -136,6 +136,7 @@ def test_layer_with_dropout_in_training_equals_peft(method):
     """
     _, _, our_layers, ref_layers = adapted_pair(method, dropout=0.3)
     ours_layer, ref_layer = our_layers["h.0.attn.c_attn"].train(), ref_layers["h.0.attn.c_attn"].train()
+    ref_layer.lora_dropout["default"] = ours_layer.dropout  # the same sampler on both sides: same seed, same mask
     x = torch.randn(2, 5, 64)
     torch.manual_seed(7)
     got = ours_layer(x)
