@@ -1,0 +1,340 @@
+"""`python run.py bench train`: a full training step of every fine-tuning method, ours vs transformers + peft.
+
+Same process, same random weights (bench/model.py's build_pair), fp32, dropout 0.1 in train mode on both sides.
+
+    full     every weight trains                    GPT2 + minigpt AdamW   vs GPT2LMHeadModel + torch.optim.AdamW
+    lora     r=8, alpha 16, dropout 0.1, c_attn + c_proj (inject_adapters)  vs peft LoraConfig(fan_in_fan_out=True)
+    dora     the same with DoRA                                             vs peft LoraConfig(use_dora=True)
+    prefix   10 prefix positions, MLP hidden 512 (PrefixTuning)            vs peft PrefixTuningConfig(prefix_projection)
+
+peft matches target names by their last dotted parts, so ["c_attn", "c_proj"] also adapts mlp.c_proj; we pass the
+same two names to inject_adapters, which matches the same way: both sides adapt the same 36 layers of gpt2.
+
+It prints, per method: tokens/s of forward + backward + optimizer step (median of interleaved repeats) and the
+ratio ours / reference; the peak memory of the steps (a fresh child process per side); and the model FLOPs per
+second as a fraction of the fp32 matmul peak measured in the same run (a large square torch.mm).
+
+Model FLOPs per token of one training step (matmul FLOPs only; embeddings, LayerNorm, GELU, softmax not counted):
+    N = matmul weights of the model: n_layer * 12 * C^2 + vocab * C (the tied LM head counts once, as a matmul)
+    attention: 4 * n_layer * S * C forward (Q K^T and A V, S = keys seen: T, or T + n_prefix), x3 with backward
+    full:   6 N + 12 n_layer S C                   (forward 2N, backward 2N for activations + 2N for weights)
+    lora:   4 N + 6 N_ad + 12 n_layer S C          frozen weights skip their weight gradient: 2N + 2N;
+                                                   N_ad = r * (in + out) per adapted layer, trained: 6 N_ad
+    dora:   lora + 4 N_wrap                        peft's DoRA computes W0 dropout(x) a second time (forward +
+                                                   activation gradient), N_wrap = in * out of the adapted layers;
+                                                   the per-step weight norm ||W0 + s B A|| is not counted
+    prefix: 4 N + 12 n_layer (T + P) C             the per-step prefix MLP is not counted
+    sentiment (--task sentiment, full fine-tuning): 6 N' + 12 n_layer T C, N' = n_layer * 12 C^2 + C * 5 (no LM head)
+
+Both sides run the same loss code: bench/model.py's train_step_fn (next-token cross-entropy over all positions) for
+the LM methods; cross-entropy of the 5-class logits for --task sentiment, where a batch is right-padded rows of
+random lengths T/2..T (pad = eos) and tokens/s counts every position of the padded batch (both sides compute all).
+Optimizers as in bench/model.py: ours minigpt.optim.AdamW over param_groups (no decay on biases, LayerNorm,
+embeddings), the reference torch.optim.AdamW (its CPU default, the for-loop path), lr 1e-5, weight decay 0.01.
+Peak memory (peak_child): what training adds above the built model (gradients, optimizer state, activations).
+
+Ratios, not seconds: these machines are noisy. Timed steps alternate between the sides, and the header prints the
+load average: when other processes compete for the cores (load above the core count), multi-threaded kernels wait
+for descheduled threads and both sides slow down erratically; rerun on a quiet machine or with --threads 1.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.model import build_pair, make_optimizer, timed, train_step_fn
+
+METHODS = ("full", "lora", "dora", "prefix")
+LORA = dict(r=8, alpha=16, dropout=0.1)
+TARGETS = ("c_attn", "c_proj")  # peft's target_modules; both sides match them as suffixes of module names
+PREFIX = dict(n_prefix=10, hidden=512)
+NUM_LABELS = 5  # --task sentiment: SST's five classes
+
+
+# ----- the two sides --------------------------------------------------------------------------------------------
+
+
+def adapt(side: str, method: str, model):
+    """Wrap a fresh GPT-2 (ours or transformers') for `method`; returns the model to train (train mode)."""
+    if method == "full":
+        return model.train()
+    if side == "ours":
+        if method == "prefix":
+            from minigpt.prefix import PrefixTuning
+
+            return PrefixTuning(model, **PREFIX).train()
+        from minigpt.lora import inject_adapters
+
+        return inject_adapters(model.train(), method, targets=TARGETS, **LORA)
+    import peft
+
+    if method == "prefix":
+        config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PREFIX["n_prefix"],
+                                         prefix_projection=True, encoder_hidden_size=PREFIX["hidden"])
+    else:
+        config = peft.LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                 target_modules=list(TARGETS), fan_in_fan_out=True, use_dora=method == "dora")
+    return peft.get_peft_model(model, config).train()
+
+
+def build_classifier_pair(config: str, seed: int = 0):
+    """Our GPT-2 + classification head (tasks/classifier.py, pooling = last real token) and transformers'
+    GPT2ForSequenceClassification (num_labels 5, pad_token_id = eos), same body and head weights.
+
+    Our head has a bias (set to 0 here) and dropout on the pooled vector; theirs has neither: B x C work, noise.
+    """
+    import copy
+
+    from transformers import GPT2ForSequenceClassification
+
+    from tasks.classifier import GPT2Classifier
+
+    ours_lm, hf_lm = build_pair(parse_config(config), seed)
+    hf_config = copy.deepcopy(hf_lm.config)
+    hf_config.num_labels, hf_config.pad_token_id = NUM_LABELS, ours_lm.config.eos_token_id
+    hf = GPT2ForSequenceClassification(hf_config)
+    hf.transformer.load_state_dict(hf_lm.transformer.state_dict())
+    ours = GPT2Classifier(ours_lm, NUM_LABELS, pooling="last")
+    with torch.no_grad():
+        ours.head.proj.weight.copy_(hf.score.weight)  # (K, C) both
+        ours.head.proj.bias.zero_()
+    return ours.train(), hf.train()
+
+
+def parse_config(text: str):
+    """A preset name ("gpt2") or GPT2Config fields "n_layer=2,n_head=2,n_embd=64,vocab_size=300" (tests)."""
+    from minigpt import GPT2Config
+    from minigpt.config import PRESETS
+
+    if "=" not in text:
+        if text not in PRESETS:
+            raise ValueError(f"--config {text!r}: not a preset ({', '.join(PRESETS)}) nor key=value,... fields")
+        return GPT2Config.from_name(text)
+    fields = {}
+    for item in text.split(","):
+        key, _, value = (s.strip() for s in item.partition("="))
+        try:
+            fields[key] = float(value) if key in ("dropout", "layer_norm_epsilon") else int(value)
+        except ValueError:
+            raise ValueError(f"--config {text!r}: {item!r} is not key=number") from None
+    fields.setdefault("eos_token_id", fields.get("vocab_size", 50257) - 1)  # the last token, as in GPT-2
+    try:
+        return GPT2Config(**fields)
+    except TypeError as e:
+        raise ValueError(f"--config {text!r}: {e}") from None
+
+
+def build_models(task: str, method: str, config: str):
+    """(ours, transformers), same random weights, adapted for `method`, in train mode."""
+    if task == "sentiment":
+        return build_classifier_pair(config)
+    ours, hf = build_pair(parse_config(config))
+    return adapt("ours", method, ours), adapt("transformers", method, hf)
+
+
+def gpt2_config(model):
+    """Our GPT2Config of either side's model (the classifier keeps it on its body)."""
+    return model.body.config if hasattr(model, "body") else model.config
+
+
+def make_batch(task: str, vocab: int, eos: int, B: int, T: int, seed: int = 0) -> dict:
+    """LM: random ids (B, T). sentiment: right-padded rows of random lengths T/2..T, pad = eos, labels 0..4."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab - 1, (B, T), generator=g)  # vocab - 1 = eos is never a real token
+    if task == "lm":
+        return {"ids": ids}
+    lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
+    lengths[0] = T  # the longest row fills the batch, as a collator pads to the longest
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # (B, T): 1 = real token, right padding
+    return {"ids": ids.masked_fill(mask == 0, eos), "mask": mask,
+            "labels": torch.randint(0, NUM_LABELS, (B,), generator=g)}
+
+
+def max_logit_difference(task: str, ours, ref, batch: dict) -> float | None:
+    """Eval-mode max |logit difference| of the two sides (fresh adapters change nothing); None for prefix-tuning,
+    whose two sides start from different random prefixes."""
+    from minigpt.prefix import PrefixTuning
+
+    if isinstance(ours, PrefixTuning):
+        return None
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        inputs = {"input_ids": batch["ids"]}
+        if task == "sentiment":
+            inputs["attention_mask"] = batch["mask"]
+        diff = ours(**inputs).logits - ref(**inputs).logits
+    ours.train(), ref.train()
+    return diff.abs().max().item()
+
+
+def step_fn(task: str, side: str, model, batch: dict):
+    """One training step as a closure: zero_grad, forward, loss, backward, optimizer step."""
+    optimizer = make_optimizer(side, model)
+    if task == "lm":
+        return train_step_fn(model, optimizer, batch["ids"])  # bench/model.py: next-token cross-entropy
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits  # (B, K) on both sides
+        F.cross_entropy(logits, batch["labels"]).backward()
+        optimizer.step()
+
+    return step
+
+
+# ----- timing, FLOPs, memory ------------------------------------------------------------------------------------
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each fn, one warm-up each, then `repeats` rounds alternating the sides.
+
+    Alternating (and flipping the order every round) spreads slow phases of a shared machine over both sides.
+    """
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for i in range(repeats):
+        for key in list(fns)[:: 1 if i % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            fns[key]()
+            times[key].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in times.items()}
+
+
+def matmul_peak_gflops(n: int, repeats: int) -> float:
+    """fp32 GFLOP/s of an n x n x n torch.mm (2 n^3 FLOPs): the machine's practical matmul peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / timed(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def flops_per_token(method: str, cfg, T: int, task: str = "lm") -> float:
+    """Model FLOPs of one training step per token (module docstring); the same count for both sides."""
+    L, C, V = cfg.n_layer, cfg.n_embd, cfg.vocab_size
+    blocks = L * 12 * C * C  # c_attn 3C^2, attn.c_proj C^2, c_fc 4C^2, mlp.c_proj 4C^2
+    n = blocks + (V * C if task == "lm" else C * NUM_LABELS)  # LM head (tied) or classification head
+    S = T + (PREFIX["n_prefix"] if method == "prefix" else 0)
+    attention = 12 * L * S * C
+    if method == "full":
+        return 6 * n + attention
+    # adapted layers (TARGETS as suffixes): attn.c_attn (C -> 3C), attn.c_proj (C -> C), mlp.c_proj (4C -> C)
+    shapes = [(C, 3 * C), (C, C), (4 * C, C)]
+    n_adapter = L * sum(LORA["r"] * (i + o) for i, o in shapes)
+    n_wrapped = L * sum(i * o for i, o in shapes)
+    frozen = 4 * n + attention
+    if method == "lora":
+        return frozen + 6 * n_adapter
+    if method == "dora":
+        return frozen + 6 * n_adapter + 4 * n_wrapped
+    return frozen  # prefix
+
+
+def memory_mib(key: str) -> float:
+    """VmRSS (resident now) or VmHWM (resident peak) of this process, MiB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+def peak_child(task: str, side: str, method: str, config: str, B: int, T: int) -> None:
+    """In a fresh process: build, keep one side, reset the kernel's peak-RSS counter, run 3 steps; print the MiB
+    of peak resident memory above the built model (so building the other side does not count)."""
+    ours, hf = build_models(task, method, config)
+    model, ours_cfg = (ours if side == "ours" else hf), gpt2_config(ours)
+    del ours, hf
+    gc.collect()
+    batch = make_batch(task, ours_cfg.vocab_size, ours_cfg.eos_token_id, B, T)
+    fn = step_fn(task, side, model, batch)
+    before = memory_mib("VmRSS")  # the built model (and batch); everything the steps add comes on top
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS, so building both models does not count
+    for _ in range(3):
+        fn()
+    print(json.dumps({"above_model": memory_mib("VmHWM") - before, "peak": memory_mib("VmHWM")}))
+
+
+def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int) -> dict:
+    root = str(Path(__file__).resolve().parent.parent)  # the repository, whatever the working directory
+    code = f"import sys; sys.path.insert(0, {root!r}); from bench.train import peak_child; " \
+           f"peak_child({task!r}, {side!r}, {method!r}, {config!r}, {B}, {T})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-memory child ({side}, {method}) failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----- the command ----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights (default gpt2)")
+    parser.add_argument("--task", choices=("lm", "sentiment"), default="lm",
+                        help="lm: next-token loss (every method); sentiment: GPT-2 + 5-class head, full fine-tuning")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="methods to run (default: all four for lm, full for sentiment)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per method (median reported)")
+    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmul peak")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+
+
+def main(args) -> None:
+    run_benchmark(args)
+
+
+def run_benchmark(args) -> dict:
+    """Measure and print; returns {method: {"tokens_per_s": {side: ...}, "ratio": ..., ...}} (for tests)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = args.methods or (("full",) if args.task == "sentiment" else METHODS)
+    if args.task == "sentiment" and list(methods) != ["full"]:
+        raise SystemExit("bench train --task sentiment measures full fine-tuning only (--methods full)")
+    B, T = args.batch_size, args.seq_len
+    peak = matmul_peak_gflops(args.matmul_size, args.repeats)
+    print(f"bench train: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}, "
+          f"task {args.task}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    print(f"  fp32 matmul peak ({args.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
+    print(f"  {'method':8} {'ours tok/s':>11} {'reference':>10} {'ratio':>7}   {'spread ours / ref':>19}"
+          f"   {'MFU ours':>8} {'MFU ref':>8}  {'GFLOP/tok':>9}  {'|dlogit|':>8}")
+    results = {}
+    for method in methods:
+        ours, ref = build_models(args.task, method, args.config)
+        cfg = gpt2_config(ours)
+        batch = make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T)
+        diff = max_logit_difference(args.task, ours, ref, batch)
+        fns = {side: step_fn(args.task, side, m, batch) for side, m in (("ours", ours), ("transformers", ref))}
+        t = interleaved(fns, args.repeats)
+        speed = {k: B * T / v[0] for k, v in t.items()}
+        spread = {k: (v[2] - v[1]) / v[0] for k, v in t.items()}  # (max - min) / median
+        fpt = flops_per_token(method, cfg, T, args.task)
+        mfu = {k: s * fpt / (peak * 1e9) for k, s in speed.items()}
+        results[method] = {"tokens_per_s": speed, "ratio": speed["ours"] / speed["transformers"], "mfu": mfu,
+                           "flops_per_token": fpt, "spread": spread, "max_logit_difference": diff}
+        print(f"  {method:8} {speed['ours']:11.1f} {speed['transformers']:10.1f} {results[method]['ratio']:6.2f}x"
+              f"   {spread['ours']:8.0%} / {spread['transformers']:7.0%}"
+              f"   {mfu['ours']:8.1%} {mfu['transformers']:8.1%}"
+              f"  {fpt / 1e9:9.3f}  {'-' if diff is None else f'{diff:.1e}':>8}")
+        del ours, ref, fns
+        gc.collect()
+    print(f"  spread = (max - min) / median of the timed steps; load average now {os.getloadavg()[0]:.1f}")
+    if not args.no_memory:
+        print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
+              "built model; fresh process per side)")
+        for method in methods:
+            mem = {side: peak_memory(args.task, side, method, args.config, B, T)["above_model"]
+                   for side in ("ours", "transformers")}
+            results[method]["peak_mib"] = mem
+            print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "
+                  f"{mem['ours'] / max(mem['transformers'], 1e-9):6.2f}x")
+    return results
