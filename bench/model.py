@@ -6,11 +6,13 @@ allocations cannot hide the other's). Ratios, not seconds: these machines are no
 """
 from __future__ import annotations
 
-import json
+import gc
+import re
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -85,22 +87,41 @@ def timed_pair(fn_a, fn_b, repeats: int) -> tuple[float, float]:
     return statistics.median(times_a), statistics.median(times_b)
 
 
+def memory_mib(key: str) -> float:
+    """VmRSS (resident now) or VmHWM (resident peak) of this process, MiB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+def peak_above_now(fn, runs: int = 3) -> float:
+    """MiB of peak resident memory that `runs` calls of fn() add on top of what is resident now.
+
+    The kernel's peak counter is reset first (/proc/self/clear_refs), so whatever was built before (both models,
+    say) does not count."""
+    gc.collect()
+    before = memory_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    for _ in range(runs):
+        fn()
+    return memory_mib("VmHWM") - before
+
+
 def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> float:
-    """Run one side in a fresh process; return its peak resident memory growth (MiB) during the steps."""
+    """Run one side in a fresh process; return the peak resident memory (MiB) its steps add to the built model."""
+    root = str(Path(__file__).resolve().parent.parent)
     code = (
-        "import json, resource, sys, torch; sys.path.insert(0, '.');"
-        "from bench.model import *;"
+        f"import sys, torch; sys.path.insert(0, {root!r}); from bench.model import *;"
         f"ours, hf = build_pair({name!r}); m = ours if {side!r} == 'ours' else hf; del ours, hf;"
         f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}));"
         f"m.train() if {mode!r} == 'train' else m.eval();"
         f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids) if {mode!r} == 'train' else infer_fn(m, ids);"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[fn() for _ in range(3)];"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "print(json.dumps((after - before) / 1024))"
+        "print(peak_above_now(fn))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-memory child ({side}, {mode}) failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def add_arguments(parser) -> None:

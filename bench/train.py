@@ -42,7 +42,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.model import build_pair, make_optimizer, timed, train_step_fn
+from bench.model import build_pair, make_optimizer, memory_mib, peak_above_now, timed, train_step_fn
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)
@@ -238,12 +237,6 @@ def flops_per_token(method: str, cfg, T: int, task: str = "lm") -> float:
     return frozen  # prefix
 
 
-def memory_mib(key: str) -> float:
-    """VmRSS (resident now) or VmHWM (resident peak) of this process, MiB (Linux /proc)."""
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) / 1024
-
-
 def peak_child(task: str, side: str, method: str, config: str, B: int, T: int) -> None:
     """In a fresh process: build, keep one side, reset the kernel's peak-RSS counter, run 3 steps; print the MiB
     of peak resident memory above the built model (so building the other side does not count)."""
@@ -253,12 +246,8 @@ def peak_child(task: str, side: str, method: str, config: str, B: int, T: int) -
     gc.collect()
     batch = make_batch(task, ours_cfg.vocab_size, ours_cfg.eos_token_id, B, T)
     fn = step_fn(task, side, model, batch)
-    before = memory_mib("VmRSS")  # the built model (and batch); everything the steps add comes on top
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current RSS, so building both models does not count
-    for _ in range(3):
-        fn()
-    print(json.dumps({"above_model": memory_mib("VmHWM") - before, "peak": memory_mib("VmHWM")}))
+    above = peak_above_now(fn)  # the built model (and batch) do not count; everything the steps add does
+    print(json.dumps({"above_model": above, "peak": memory_mib("VmHWM")}))
 
 
 def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int) -> dict:

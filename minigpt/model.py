@@ -98,10 +98,11 @@ class GPT2(nn.Module):
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T)
 
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-        presents = []
+        presents = [] if use_cache else None  # without use_cache each layer's keys/values are freed at once
         for i, block in enumerate(self.h):
             x, present = block(x, mask, None if past_key_values is None else past_key_values[i])
-            presents.append(present)
+            if use_cache:
+                presents.append(present)
         x = self.ln_f(x)  # (B, T, C)
 
         logits = None
@@ -109,7 +110,7 @@ class GPT2(nn.Module):
             logits = self.lm_head(x)  # (B, T, vocab)
         elif logits_to_keep > 0:
             logits = self.lm_head(x[:, -logits_to_keep:])
-        return ModelOutput(logits, x, presents if use_cache else None)
+        return ModelOutput(logits, x, presents)
 
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden states (..., C) -> logits (..., vocab): the LM head, tied to the token embedding."""
