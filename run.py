@@ -36,9 +36,17 @@ COMMANDS = {
 }
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help, except where X is None or the help already names its default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_subcommand(sub, name: str, module_name: str, help_text: str, load: bool):
-    p = sub.add_parser(name, help=help_text, description=help_text,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsFormatter)
     if load:  # import only what the chosen subcommand needs (torch imports are slow)
         module = importlib.import_module(module_name)
         module.add_arguments(p)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from operator import add
 from typing import NamedTuple
 
 # ASCII punctuation (Python's string.punctuation), split off word edges for chrF++.
@@ -83,16 +84,6 @@ def ngrams(seq: str | tuple[str, ...], n: int) -> list:
     return [seq[i:i + n] for i in range(len(seq) - n + 1)]
 
 
-def repeated(counts: Counter) -> dict:
-    """The n-grams that occur more than once -> their count (usually few)."""
-    return {g: c for g, c in counts.items() if c > 1}
-
-
-def repeated_extra(a_repeated: dict, b_repeated: dict) -> int:
-    """sum over the n-grams repeated on both sides of (min(count_a, count_b) - 1); see clipped_matches."""
-    return sum([min(a_repeated[g], b_repeated[g]) - 1 for g in a_repeated.keys() & b_repeated.keys()])
-
-
 def order_stats(hyp_total: int, ref_total: int, matched: int) -> OrderStats:
     """(hyp_n, ref_n, match_n), with sacreBLEU's convention hyp_n = 0 when the reference has no n-grams."""
     return (hyp_total if ref_total > 0 else 0, ref_total, matched)
@@ -104,10 +95,9 @@ def clipped_matches(hyp_grams, ref_grams, count_first: bool) -> tuple[int, set, 
     """match_n = sum_g min(c_hyp(g), c_ref(g)) of two collections of n-grams; also the set of shared n-grams
     and whether both sides repeat some n-gram.
 
-    Split each min into 1 + (min - 1): the 1s add up to the number of shared n-grams (a set intersection),
-    and min - 1 is non-zero only for n-grams that both sides repeat. So the counts are only needed when both
-    sides repeat some n-gram (a side's distinct n-grams are fewer than its n-grams), and then only the
-    repeated n-grams are compared. Sets are cheaper than Counters; `count_first` builds the Counters
+    If one side repeats no n-gram, every min over the shared n-grams is 1 and match_n is just the size of the
+    set intersection. So the counts are only needed when both sides repeat some n-gram (a side's distinct
+    n-grams are fewer than its n-grams). Sets are cheaper than Counters; `count_first` builds the Counters
     straight away when they will probably be needed (their keys serve as the sets)."""
     if count_first:
         hyp_counts, ref_counts = Counter(hyp_grams), Counter(ref_grams)
@@ -115,13 +105,25 @@ def clipped_matches(hyp_grams, ref_grams, count_first: bool) -> tuple[int, set, 
     else:
         hyp_distinct, ref_distinct = set(hyp_grams), set(ref_grams)
     shared = hyp_distinct & ref_distinct
-    matched = len(shared)
     both_repeat = len(hyp_distinct) < len(hyp_grams) and len(ref_distinct) < len(ref_grams)
-    if both_repeat:
-        if not count_first:
-            hyp_counts, ref_counts = Counter(hyp_grams), Counter(ref_grams)
-        matched += repeated_extra(repeated(hyp_counts), repeated(ref_counts))
-    return matched, shared, both_repeat
+    if not both_repeat:
+        return len(shared), shared, False
+    if not count_first:
+        hyp_counts, ref_counts = Counter(hyp_grams), Counter(ref_grams)
+    # sum over the shared g of min(c_hyp(g), c_ref(g)); the maps pair each g's two counts, looping in C
+    matched = sum(map(min, map(hyp_counts.__getitem__, shared), map(ref_counts.__getitem__, shared)))
+    return matched, shared, True
+
+
+def grams_at(seq, shorter_grams: list, starts, n: int) -> list:
+    """The n-grams of `seq` at the positions `starts`, given its (n-1)-grams there.
+
+    While no position has been dropped (`starts` is still the range 0..len-n), a character n-gram is its
+    (n-1)-gram plus the next character: map(add) joins them all in C, which is faster than slicing in a
+    Python loop. Words are kept as tuples (joining "ab" + "c" would equal "a" + "bc"), so they are sliced."""
+    if isinstance(seq, str) and isinstance(starts, range):
+        return list(map(add, shorter_grams, seq[n - 1:]))
+    return [seq[i:i + n] for i in starts]
 
 
 def next_starts(starts, grams: list, shared: set, matched: int, stop: int):
@@ -152,8 +154,8 @@ def sequence_pair_stats(hyp_seq, ref_seq, order: int) -> list[OrderStats]:
             if n == 1:
                 hyp_grams, ref_grams = hyp_seq, ref_seq
             else:
-                hyp_grams = [hyp_seq[i:i + n] for i in hyp_starts]
-                ref_grams = [ref_seq[i:i + n] for i in ref_starts]
+                hyp_grams = grams_at(hyp_seq, hyp_grams, hyp_starts, n)
+                ref_grams = grams_at(ref_seq, ref_grams, ref_starts, n)
             matched, shared, both_repeat = clipped_matches(hyp_grams, ref_grams, count_first=both_repeat)
             hyp_starts = next_starts(hyp_starts, hyp_grams, shared, matched, len(hyp_seq) - n)
             ref_starts = next_starts(ref_starts, ref_grams, shared, matched, len(ref_seq) - n)
@@ -180,6 +182,20 @@ class NgramCounts(NamedTuple):
     repeated: list[dict]    # the n-grams that occur more than once -> count
 
 
+def repeated(counts: Counter) -> dict:
+    """The n-grams that occur more than once -> their count (usually few)."""
+    return {g: c for g, c in counts.items() if c > 1}
+
+
+def repeated_extra(a_repeated: dict, b_repeated: dict) -> int:
+    """sum over the n-grams repeated on both sides of (min(count_a, count_b) - 1).
+
+    Split each min(c_a(g), c_b(g)) of match_n into 1 + (min - 1): the 1s add up to the number of shared
+    n-grams (a set intersection), and min - 1 is non-zero only for n-grams that both sides repeat. So a
+    counted text keeps its few repeated n-grams apart, and a pair compares only those."""
+    return sum([min(a_repeated[g], b_repeated[g]) - 1 for g in a_repeated.keys() & b_repeated.keys()])
+
+
 def ngram_counts(text: str, char_order: int = 6, word_order: int = 0) -> NgramCounts:
     """Count all n-grams of `text` once, to match it against many other texts with `match_stats`."""
     grams = [ngrams(seq, n) for seq, order in sequences(text, char_order, word_order) for n in range(1, order + 1)]
@@ -188,7 +204,7 @@ def ngram_counts(text: str, char_order: int = 6, word_order: int = 0) -> NgramCo
 
 
 def matched_counts(a: NgramCounts, b: NgramCounts) -> list[int]:
-    """match_n of every order for two counted texts (symmetric in a and b); see clipped_matches."""
+    """match_n of every order for two counted texts (symmetric in a and b); see repeated_extra."""
     if len(a.counts) != len(b.counts):
         raise ValueError(f"chrF: texts counted with {len(a.counts)} and {len(b.counts)} orders; "
                          "count both with the same char_order and word_order")

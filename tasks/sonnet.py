@@ -109,13 +109,19 @@ def trim_lines(text: str, max_lines: int) -> str:
 
 
 def generate_sonnets(module, tokenizer, prompts: list[str], args, desc: str) -> list[str]:
-    """Continue each prompt; the result keeps the prompt lines, as the course scores it."""
+    """Continue each prompt; the result keeps the prompt lines, as the course scores it.
+
+    Sampling decoders draw prompt k's sonnet from a generator seeded with --seed + k: each prompt gets its own
+    random stream (one seed for all would give every sonnet the same draws), and prompt k's sonnet does not
+    depend on which prompts came before it (--dev-limit) or on the epoch."""
     device = next(module.parameters()).device
     outputs = []
-    for prompt in tqdm(prompts, desc=desc, leave=False, disable=not is_main_process()):
+    for k, prompt in enumerate(tqdm(prompts, desc=desc, leave=False, disable=not is_main_process())):
         ids = torch.tensor([tokenizer.encode(prompt + "\n")], device=device)
+        generator = torch.Generator(device=device).manual_seed(args.seed + k)
         out = generate_from_args(module, ids, args, max_new_tokens=args.max_new_tokens,
-                                 eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
+                                 eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode,
+                                 generator=generator)
         text = tokenizer.decode(out[0].tolist()).split("<|endoftext|>")[0]
         outputs.append(trim_lines(text, args.max_lines))
     return outputs

@@ -144,6 +144,26 @@ def test_every_decoder_runs_through_the_task(tmp_path, tiny_tok, decoder):
     assert len(read_sonnets(out / "generated_sonnets_dev.txt")) == 2
 
 
+def test_each_prompt_draws_its_own_reproducible_sample(tmp_path, tiny_tok):
+    from minigpt.config import GPT2Config
+    from minigpt.model import GPT2
+    from minigpt.tokenizer import Tokenizer
+    from tasks.sonnet import generate_sonnets
+
+    tokenizer = Tokenizer.from_dir(tiny_tok)
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=256)).eval()
+    argv = sonnet_args(tmp_path, tmp_path / "out", tiny_tok, "--decoder", "top-p", "--max-new-tokens", "20",
+                       "--max-lines", "0")
+    args = run.build_parser(argv).parse_args(argv)
+    prompt = "Shall I compare thee\nto a summer day\nthou art more lovely"
+    first, second = generate_sonnets(model, tokenizer, [prompt, prompt], args, "test")
+    assert first != second  # the same prompt twice: two different samples (seeds 11711 and 11712)
+    assert generate_sonnets(model, tokenizer, [prompt, prompt], args, "test") == [first, second]
+    args.seed += 1  # prompt k's sample depends on seed + k only, not on the prompts before it
+    assert generate_sonnets(model, tokenizer, [prompt], args, "test") == [second]
+
+
 # ----- bad input -----------------------------------------------------------------------------------------------
 def run_error(capsys, argv) -> str:
     assert run.main(argv) == 1
