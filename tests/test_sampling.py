@@ -6,6 +6,7 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from decoding import greedy, sample
+import decoding.sampling as sampling_module
 from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter
 
 from minigpt import GPT2
@@ -65,6 +66,24 @@ def test_filters_keep_the_same_tokens_as_transformers_warpers():
             assert torch.equal(ours.isinf(), ref.isinf()), f"top_p={p}"
         for t in (0.5, 1.2):
             assert torch.equal(apply_temperature(logits, t), TemperatureLogitsWarper(t)(None, logits))
+
+
+def test_top_p_threshold_path_equals_sorting_and_falls_back_only_on_boundary_ties(monkeypatch):
+    fallbacks = []
+    by_sorting = sampling_module.top_p_filter_by_sorting
+    monkeypatch.setattr(sampling_module, "top_p_filter_by_sorting",
+                        lambda logits, p: fallbacks.append(p) or by_sorting(logits, p))
+    g = torch.Generator().manual_seed(1)
+    for scale in (0.5, 2.0, 8.0):  # GPT-2's vocabulary size: nuclei of a few to tens of thousands of tokens
+        logits = torch.randn(8, 50257, generator=g) * scale
+        for p in (0.1, 0.5, 0.9, 0.99):
+            ours = top_p_filter(logits, p)
+            assert torch.equal(ours, by_sorting(logits, p))
+            assert torch.equal(ours.isinf(), TopPLogitsWarper(p)(None, logits).isinf())
+    assert fallbacks == []  # continuous logits: no ties, the threshold path decided every row
+    tied = torch.tensor([[0.0, 1.0, 1.0, 1.0, 2.0]])  # the boundary falls inside the three tied 1.0s
+    assert torch.equal(top_p_filter(tied, 0.5).isinf(), TopPLogitsWarper(0.5)(None, tied).isinf())
+    assert fallbacks == [0.5]
 
 
 def test_top_p_keeps_the_smallest_set_with_mass_p():
