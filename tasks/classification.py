@@ -14,6 +14,7 @@ GPT2Classifier (classifier.py) or GPT2Cloze (cloze.py).
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from minigpt.checkpoint import load_safetensors, save_safetensors
 from tasks.classifier import POOLINGS
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
-from tasks.train import is_main_process
+from tasks.train import config_from_args, is_main_process, train
 
 Encoded = tuple  # (ids: list[int], label: int)
 ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
@@ -148,6 +149,15 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
     preds = predict(model, examples, pad_id, batch_size)
     labels = [label for _, label in examples]
     return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
+
+
+def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args):
+    """The shared trainer (tasks/train.py) on encoded["train"] with the classification loss, plus R-Drop and
+    SimCSE as the flags ask; dev accuracy on encoded["dev"] picks the best epoch. Returns the trainer's result."""
+    loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
+    return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, config_from_args(args),
+                 evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
+                 metric="dev_accuracy")
 
 
 # ---- command-line flags shared by the tasks ------------------------------------------------------------------

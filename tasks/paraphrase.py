@@ -16,21 +16,18 @@ export works as --model: `--model runs/multitask/model` re-fine-tunes the multit
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 from tasks.augment import read_augment_pairs
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  classification_loss, collate, evaluate, export_model, limit, load_head,
-                                  max_length_for, predict, say)
+from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments, evaluate,
+                                  export_model, limit, load_head, max_length_for, predict, say, train_classifier)
 from tasks.classifier import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, read_quora, resolve_data_dir,
                         write_paraphrase_predictions)
 from tasks.hard_negatives import hard_negatives
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (add_training_arguments, config_from_args, is_main_process,
-                         seed_everything, train)
+from tasks.train import add_training_arguments, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
 
@@ -104,11 +101,7 @@ def main(args) -> int:
     encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}")
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
-    result = train(model, encoded["train"], partial(collate, pad_id=pad_id),
-                   partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp),
-                   config_from_args(args),
-                   evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
-                   metric="dev_accuracy")
+    result = train_classifier(model, encoded, pad_id, args)
     if not is_main_process():
         return 0
     out_dir = Path(args.out_dir)

@@ -13,19 +13,17 @@ so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetenso
 """
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from tasks.augment import read_augment_sentiment
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments, collate,
-                                  classification_loss, encode_examples, evaluate, export_model, limit, load_head,
-                                  max_length_for, predict, say)
+from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
+                                  encode_examples, evaluate, export_model, limit, load_head, max_length_for, predict,
+                                  say, train_classifier)
 from tasks.classifier import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (add_training_arguments, config_from_args, is_main_process,
-                         seed_everything, train)
+from tasks.train import add_training_arguments, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
 
@@ -71,11 +69,7 @@ def main(args) -> int:
                                       max_length, "right", f"{args.dataset} {split}")
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
-    result = train(model, encoded["train"], partial(collate, pad_id=pad_id),
-                   partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp),
-                   config_from_args(args),
-                   evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
-                   metric="dev_accuracy")
+    result = train_classifier(model, encoded, pad_id, args)
     if not is_main_process():
         return 0
     out_dir = Path(args.out_dir)
