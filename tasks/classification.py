@@ -160,6 +160,24 @@ def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id
                  metric="dev_accuracy")
 
 
+def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: dict[str, list[str]], pad_id: int,
+                      args, write_fn, stem: str) -> None:
+    """Predict the dev and test splits and write each with `write_fn(path, ids, preds)` (the task's course
+    format) to <out-dir>/predictions/<stem>-<split>-output.csv."""
+    for split in ("dev", "test"):
+        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
+        path = write_fn(Path(args.out_dir) / "predictions" / f"{stem}-{split}-output.csv", ids[split], preds)
+        say(f"wrote {path}")
+
+
+def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, model_dir) -> None:
+    """Print the dev accuracy and macro-F1 of the model as it ends (the best epoch's weights) and where it went."""
+    best = evaluate(model, dev, pad_id, args.eval_batch_size)
+    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
+    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
+        f"model exported to {model_dir}")
+
+
 # ---- command-line flags shared by the tasks ------------------------------------------------------------------
 def add_data_arguments(parser, max_length: int) -> None:
     g = parser.add_argument_group("data")

@@ -19,8 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from tasks.augment import read_augment_pairs
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments, evaluate,
-                                  export_model, limit, load_head, max_length_for, predict, say, train_classifier)
+from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
+                                  export_model, limit, load_head, max_length_for, report_dev, say,
+                                  train_classifier, write_predictions)
 from tasks.classifier import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, read_quora, resolve_data_dir,
@@ -104,16 +105,9 @@ def main(args) -> int:
     result = train_classifier(model, encoded, pad_id, args)
     if not is_main_process():
         return 0
-    out_dir = Path(args.out_dir)
-    for split in ("dev", "test"):
-        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
-        path = write_paraphrase_predictions(out_dir / "predictions" / f"para-{split}-output.csv",
-                                            [e.id for e in splits[split]], preds)
-        say(f"wrote {path}")
+    ids = {split: [e.id for e in examples] for split, examples in splits.items()}
+    write_predictions(model, encoded, ids, pad_id, args, write_paraphrase_predictions, "para")
     heads = {"quora": model.head} if args.head == "classifier" else {}
-    model_dir = export_model(model.body, heads, out_dir / "model", tokenizer_dir, args)
-    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
-    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
-    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
-        f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
+    model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args)
+    report_dev(model, encoded["dev"], pad_id, args, result, model_dir)
     return 0

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tasks.augment import read_augment_sentiment
 from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  encode_examples, evaluate, export_model, limit, load_head, max_length_for, predict,
-                                  say, train_classifier)
+                                  encode_examples, export_model, limit, load_head, max_length_for,
+                                  report_dev, say, train_classifier, write_predictions)
 from tasks.classifier import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
@@ -72,15 +72,9 @@ def main(args) -> int:
     result = train_classifier(model, encoded, pad_id, args)
     if not is_main_process():
         return 0
-    out_dir = Path(args.out_dir)
-    for split in ("dev", "test"):
-        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
-        path = write_sentiment_predictions(out_dir / "predictions" / f"{args.dataset}-{split}-output.csv",
-                                           [e.id for e in splits[split]], preds)
-        say(f"wrote {path}")
-    model_dir = export_model(model.body, {args.dataset: model.head}, out_dir / "model", tokenizer_dir, args)
-    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
-    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
-    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
-        f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
+    ids = {split: [e.id for e in examples] for split, examples in splits.items()}
+    write_predictions(model, encoded, ids, pad_id, args, write_sentiment_predictions, args.dataset)
+    model_dir = export_model(model.body, {args.dataset: model.head}, Path(args.out_dir) / "model", tokenizer_dir,
+                             args)
+    report_dev(model, encoded["dev"], pad_id, args, result, model_dir)
     return 0
