@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import state_dict_problems
 from .dropout import Dropout
 
 ADAPTER_NAMES = ("lora_A", "lora_B", "magnitude")  # the only parameters an adapter state dict holds
@@ -239,26 +240,10 @@ def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor
     """
     if any(m.merged for m in adapter_modules(model).values()):
         raise ValueError("cannot load adapter weights into merged layers; call unmerge_adapters(model) first")
-    expected = adapter_state_dict(model)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = [
-        f"{k}: saved {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state_dict))
-        if state_dict[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if wrong_shape:
-        problems.append(f"shape mismatch (different rank r?): {'; '.join(wrong_shape)}")
+    problems = state_dict_problems(adapter_state_dict(model), state_dict)
     if problems:
-        raise ValueError(
-            "adapter state dict does not fit this model (inject with the same method, r and targets): "
-            + " | ".join(problems)
-        )
+        raise ValueError("adapter state dict does not fit this model (inject with the same method, r and targets; "
+                         "a shape mismatch means another rank r): " + " | ".join(problems))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for k, v in state_dict.items():

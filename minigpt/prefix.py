@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .attention import KeyValue
+from .checkpoint import state_dict_problems
 from .model import GPT2, ModelOutput
 
 
@@ -127,18 +128,9 @@ class PrefixTuning(nn.Module):
 
     def load_prefix_state_dict(self, state_dict: dict[str, torch.Tensor]) -> "PrefixTuning":
         """Load what prefix_state_dict saved; ValueError naming every missing, unexpected or misshaped key."""
-        expected = self.prefix_state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        wrong_shape = [
-            f"{k}: saved {tuple(state_dict[k].shape)}, expected {tuple(expected[k].shape)}"
-            for k in sorted(set(expected) & set(state_dict))
-            if state_dict[k].shape != expected[k].shape
-        ]
-        if missing or unexpected or wrong_shape:
-            raise ValueError(
-                "prefix state dict does not fit (same n_prefix, hidden, use_mlp and model size needed): "
-                f"missing {missing}, unexpected {unexpected}, shape mismatch {wrong_shape}"
-            )
+        problems = state_dict_problems(self.prefix_state_dict(), state_dict)
+        if problems:
+            raise ValueError("prefix state dict does not fit (same n_prefix, hidden, use_mlp and model size "
+                             "needed): " + " | ".join(problems))
         self.load_state_dict(state_dict, strict=False)
         return self

@@ -49,3 +49,13 @@ def tiny_pair(seed: int = 0, **kw):
         hf.save_pretrained(d)
         ours = load_pretrained(d).eval()
     return ours, hf
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread (and subprocesses use one too); the count is restored afterwards.
+    Test modules that train take it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

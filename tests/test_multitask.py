@@ -16,12 +16,7 @@ from tests._task_fixtures import SCRATCH, parse, tokenizer_dir, write_quora_file
 from tests.conftest import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_task_weights_parse_with_clear_errors():

@@ -24,12 +24,7 @@ from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

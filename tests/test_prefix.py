@@ -190,7 +190,7 @@ def test_fold_mlp_and_the_prefix_state_dict():
         assert set(model.prefix_state_dict()) == {"prefix"}
         torch.testing.assert_close(model(ids).logits, before, atol=1e-6, rtol=0)
     assert model.prefix.requires_grad
-    with pytest.raises(ValueError, match=r"missing \['prefix'\], unexpected \[.*'prefix_embedding'"):
+    with pytest.raises(ValueError, match=r"missing keys: prefix \| unexpected keys: .*prefix_embedding"):
         model.load_prefix_state_dict(saved)
 
 

@@ -27,12 +27,7 @@ from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run fastest on one thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------

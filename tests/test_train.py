@@ -25,13 +25,7 @@ SCRIPT = REPO / "tests" / "_train_script.py"
 TIMING = {"seconds", "eval_seconds", "tokens_per_s"}  # the only fields allowed to differ between equal runs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the subprocesses use one too); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
