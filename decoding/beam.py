@@ -15,12 +15,14 @@ This follows transformers' `_beam_search` (4.55) step for step, so the tokens ar
   * at the first step only beam 0 is live (the others start at -1e9), so the beams do not start as copies;
   * the search stops when max_new_tokens is reached, or when the pool is full and the best live beam, scored
     at its current length, cannot beat the pool's worst (transformers' default `early_stopping=False` rule).
-The KV cache of the beams is reordered every step (index_select), never recomputed.
+The KV cache of the beams (preallocated, minigpt/kv_cache.py) is reordered every step, never recomputed.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from minigpt.kv_cache import KVCache
 
 from .sampling import check_prompt, inference
 
@@ -86,9 +88,10 @@ def beam_search(
     pool_lengths = torch.zeros(B, dtype=torch.long, device=input_ids.device)
     in_top_b = torch.arange(2 * B, device=input_ids.device) < B  # which of the 2B candidates may finish
 
-    out = model(input_ids, use_cache=True, logits_to_keep=1)  # the prompt once, then copied to the B beams
+    prompt_cache = KVCache(model.config.n_layer, capacity=T + max_new_tokens)  # preallocated, minigpt/kv_cache.py
+    out = model(input_ids, past_key_values=prompt_cache, use_cache=True, logits_to_keep=1)  # the prompt once,
     logits = out.logits[:, -1].float().expand(B, V)  # (B, V)
-    past = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in out.past_key_values]
+    cache = prompt_cache.repeat_rows(B)  # then copied to the B beams
 
     for step in range(max_new_tokens):
         cur = T + step  # tokens per beam so far
@@ -131,10 +134,9 @@ def beam_search(
             break
 
         # the beams' caches follow their parents, then one forward for the B new tokens
-        parents = cand_beam[live]
-        past = [(k.index_select(0, parents), v.index_select(0, parents)) for k, v in past]
-        out = model(beams[:, cur : cur + 1], past_key_values=past, use_cache=True)
-        logits, past = out.logits[:, -1].float(), out.past_key_values
+        cache.reorder_rows(cand_beam[live])
+        out = model(beams[:, cur : cur + 1], past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1].float()
 
     best = pool[:num_return_sequences]
     return best[:, : T + int(pool_lengths[:num_return_sequences].max())]

@@ -11,7 +11,8 @@ itself. Token for token the same as transformers' `generate(penalty_alpha=alpha,
 
 The k candidates run in ONE batched forward on the cache (batch k, one token each). The chosen candidate's
 forward already gives the next step's hidden state, KV cache and logits, so one forward per step suffices; the
-LM head is applied to the chosen candidate only.
+LM head is applied to the chosen candidate only. The cache is preallocated with k rows (minigpt/kv_cache.py):
+a step writes one position per row, and the chosen row's keys/values at that position are copied to the others.
 
 Options from our sonnet experiments, each off by default:
     dynamic_alpha       alpha rises linearly from `alpha_start` (first token) to `alpha_end` (default: `alpha`,
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from minigpt.kv_cache import KVCache
 
 from .sampling import check_prompt, inference
 
@@ -80,11 +83,15 @@ def contrastive_search(
     check_contrastive_options(top_k, alpha, repetition_penalty, alpha_start, alpha_end, model.config.vocab_size)
     T = input_ids.size(1)
 
-    out = model(input_ids, use_cache=True, logits_to_keep=1)
+    prompt_cache = KVCache(model.config.n_layer, capacity=T + max_new_tokens)
+    out = model(input_ids, past_key_values=prompt_cache, use_cache=True, logits_to_keep=1)
     # unit hidden states of the context, preallocated: row j is h_j / |h_j|
     context = input_ids.new_empty((T + max_new_tokens, model.config.n_embd), dtype=out.hidden_states.dtype)
     context[:T] = unit(out.hidden_states[0])  # (T, C)
-    logits, past = out.logits[:, -1].float(), out.past_key_values  # (1, V); per layer (1, H, T, D)
+    logits = out.logits[:, -1].float()  # (1, V)
+    # the k candidates run as k rows of one cache; every row holds the same context, they differ only in the
+    # position being decided, and after each choice the chosen row's keys/values there go to every row
+    cache = prompt_cache.repeat_rows(top_k)
     tokens = input_ids.new_empty((1, T + max_new_tokens))  # the prompt, then each chosen token
     tokens[:, :T] = input_ids
 
@@ -95,9 +102,8 @@ def contrastive_search(
         probs = F.softmax(logits, dim=-1)
         top_probs, top_ids = torch.topk(probs, k=top_k, dim=-1)  # (1, k) each, most likely first
 
-        # the k candidates as a batch of k one-token continuations of the same cache
-        cand_past = [(key.expand(top_k, -1, -1, -1), value.expand(top_k, -1, -1, -1)) for key, value in past]
-        cand = model(top_ids.view(top_k, 1), past_key_values=cand_past, use_cache=True, logits_to_keep=0)
+        # the k candidates as a batch of k one-token continuations of the same context
+        cand = model(top_ids.view(top_k, 1), past_key_values=cache, use_cache=True, logits_to_keep=0)
         h = cand.hidden_states[:, 0]  # (k, C)
 
         cosine = context[:n] @ unit(h).T  # (n, k): cos(h_j, h_v)
@@ -111,7 +117,7 @@ def contrastive_search(
         n += 1
         if step == max_new_tokens - 1 or (eos_token_id is not None and int(top_ids[0, best]) == eos_token_id):
             break
-        # next step: the chosen candidate's cache and logits (LM head on its hidden state only)
-        past = [(key[best : best + 1], value[best : best + 1]) for key, value in cand.past_key_values]
+        # next step: the chosen candidate's keys/values in every row, and its logits (LM head on it only)
+        cache.keep_row(best, position=cache.length - 1)
         logits = model.lm_head(h[best : best + 1]).float()  # (1, V)
     return tokens[:, :n]

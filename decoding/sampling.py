@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minigpt.kv_cache import KVCache
+
 # ----- shared by every decoder -------------------------------------------------------------------------------
 
 
@@ -158,15 +160,17 @@ def check_sampling_options(temperature, top_k, top_p) -> None:
 def decode_loop(model, input_ids, max_new_tokens, choose, eos_token_id) -> torch.Tensor:
     """Prefill the prompt, then repeatedly: choose a token from the last logits (1, vocab) -> (1, 1), feed it.
 
-    Stops after max_new_tokens tokens or right after eos_token_id (which is kept, as transformers does)."""
-    out = model(input_ids, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
+    Stops after max_new_tokens tokens or right after eos_token_id (which is kept, as transformers does).
+    The keys and values go into a preallocated cache (minigpt/kv_cache.py): each step writes one position."""
+    cache = KVCache(model.config.n_layer, capacity=input_ids.size(1) + max_new_tokens)
+    out = model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)  # only the last logits
     new_tokens = []
     for step in range(max_new_tokens):
         token = choose(out.logits[:, -1])  # (1, 1)
         new_tokens.append(token)
         if step == max_new_tokens - 1 or (eos_token_id is not None and int(token) == eos_token_id):
             break
-        out = model(token, past_key_values=out.past_key_values, use_cache=True)  # (1, 1) -> logits (1, 1, V)
+        out = model(token, past_key_values=cache, use_cache=True)  # (1, 1) -> logits (1, 1, V)
     return torch.cat([input_ids, *new_tokens], dim=1)  # (1, T + n)
 
 

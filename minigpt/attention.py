@@ -8,7 +8,8 @@ Each of the n_head heads sees d_head = n_embd / n_head dimensions. Two paths com
 
 KV cache: at generation time the keys and values of earlier tokens do not change, so we keep them
 (`layer_past = (k, v)`, each (B, n_head, T_past, d_head)) and only compute q, k, v for the new tokens.
-Prefix-tuning reuses the same door: its learned prefixes arrive as `layer_past`.
+Prefix-tuning reuses the same door: its learned prefixes arrive as `layer_past`. The decoders pass a
+preallocated `LayerCache` instead (kv_cache.py), which writes the new keys in place rather than concatenating.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from .config import GPT2Config
 from .dropout import Dropout
+from .kv_cache import LayerCache
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # (k, v), each (B, n_head, T, d_head)
 
@@ -41,7 +43,7 @@ class CausalSelfAttention(nn.Module):
         return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, layer_past: KeyValue | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, layer_past: KeyValue | LayerCache | None = None
     ) -> tuple[torch.Tensor, KeyValue]:
         """x: (B, T, C). mask: (B or 1, 1, T, S) bool, True = may attend, S = T_past + T; None = plain causal.
 
@@ -50,7 +52,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
-        if layer_past is not None:
+        if isinstance(layer_past, LayerCache):
+            k, v = layer_past.append(k, v)  # (B, H, S, D): the new positions written into the preallocated buffer
+        elif layer_past is not None:
             past_k, past_v = layer_past
             k = torch.cat((past_k, k), dim=2)  # (B, H, S, D)
             v = torch.cat((past_v, v), dim=2)

@@ -21,6 +21,7 @@ from .attention import KeyValue, build_attention_mask
 from .block import Block, LayerNorm
 from .config import GPT2Config
 from .dropout import Dropout
+from .kv_cache import KVCache, cache_length
 
 
 @dataclass
@@ -65,7 +66,7 @@ class GPT2(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: list[KeyValue] | None = None,
+        past_key_values: list[KeyValue] | KVCache | None = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int | None = None,
@@ -74,12 +75,13 @@ class GPT2(nn.Module):
 
         attention_mask: (B, T_past + T), 1 = real token, 0 = padding (may be left padding); positions then
             count real tokens only, so a left-padded row gives the same logits as the row alone.
-        past_key_values: the cache returned by an earlier call with use_cache=True (per layer (k, v)).
+        past_key_values: the cache returned by an earlier call with use_cache=True (per layer (k, v)), or a
+            KVCache (kv_cache.py) that this call writes its keys and values into (pass the same one each step).
         position_ids: (B, T) explicit positions (default: from the mask, else T_past, T_past + 1, ...).
         logits_to_keep: None = logits for every position; n = only the last n (0 = none; saves the LM head).
         """
         B, T = input_ids.shape
-        past_len = 0 if past_key_values is None else past_key_values[0][0].size(2)
+        past_len = cache_length(past_key_values)
         if attention_mask is not None and attention_mask.shape != (B, past_len + T):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, past + new) = "

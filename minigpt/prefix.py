@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from .attention import KeyValue
 from .checkpoint import state_dict_problems
+from .kv_cache import KVCache, cache_length
 from .model import GPT2, ModelOutput
 
 
@@ -81,7 +82,7 @@ class PrefixTuning(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: list[KeyValue] | None = None,
+        past_key_values: list[KeyValue] | KVCache | None = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int | None = None,
@@ -89,13 +90,17 @@ class PrefixTuning(nn.Module):
         """Same arguments and output as GPT2.forward; the returned past_key_values include the prefix.
 
         First call (no cache): the prefix goes in as past_key_values. Later calls pass the returned cache back.
+        With a preallocated KVCache, an empty one first receives the prefix; later calls pass the same one.
         attention_mask may cover the real tokens only (B, T_real_past + T) or also the prefix
         (B, n_prefix + T_real_past + T); either way 1 = real token, and positions count real tokens from 0.
         """
         B, T = input_ids.shape
         if past_key_values is None:
             past_key_values = self.prefix_key_values(B)
-        past_len = past_key_values[0][0].size(2)  # prefix + real tokens already cached
+        elif isinstance(past_key_values, KVCache) and past_key_values.length == 0:
+            for layer, (k, v) in zip(past_key_values.layers, self.prefix_key_values(B)):
+                layer.append(k, v)  # an empty preallocated cache starts with the prefix
+        past_len = cache_length(past_key_values)  # prefix + real tokens already cached
         if past_len < self.n_prefix:
             raise ValueError(
                 f"past_key_values hold {past_len} positions, fewer than the {self.n_prefix} prefix positions; "

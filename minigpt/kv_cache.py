@@ -1,0 +1,95 @@
+"""A preallocated KV cache: write each new position in place instead of concatenating the whole past.
+
+The plain cache is a list with one (k, v) pair per layer, each (B, n_head, T_past, d_head); every step
+`torch.cat`s the new key onto the past, which copies all T_past positions of every layer again. `KVCache` keeps
+each layer's keys and values in one buffer (B, n_head, capacity, d_head), filled left to right: a step writes
+its own T positions and attention reads the filled part, a view (no copy).
+
+    cache = KVCache(config.n_layer, capacity=T + max_new_tokens)     # empty; buffers come with the first keys
+    out = model(prompt, past_key_values=cache, use_cache=True)        # fills positions 0 .. T-1
+    out = model(next_token, past_key_values=cache, use_cache=True)    # writes position T only
+
+Pass the same `cache` object at every step (the model writes into it). A buffer that fills up is replaced by
+one twice as large (one copy), so `capacity` is a size hint, not a limit.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class LayerCache:
+    """One layer's keys and values: buffers (B, H, capacity, D), of which the first `length` positions are filled."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys/values (B, H, T, D) after the filled positions; return all of them, (B, H, S, D)."""
+        start, end = self.length, self.length + k.size(2)
+        if self.keys is None or end > self.keys.size(2):
+            self.grow(k, end)
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def grow(self, k: torch.Tensor, needed: int) -> None:
+        """New buffers shaped like k, with room for max(needed, capacity, 2 x the old size) positions."""
+        B, H, _, D = k.shape
+        size = max(needed, self.capacity, 2 * (0 if self.keys is None else self.keys.size(2)))
+        keys, values = k.new_empty(B, H, size, D), k.new_empty(B, H, size, D)
+        if self.keys is not None:
+            keys[:, :, : self.length] = self.keys[:, :, : self.length]
+            values[:, :, : self.length] = self.values[:, :, : self.length]
+        self.keys, self.values = keys, values
+
+    def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
+
+class KVCache:
+    """The preallocated cache of every layer; `cache[i]` is layer i's LayerCache."""
+
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity
+        self.layers = [LayerCache(capacity) for _ in range(n_layer)]
+
+    def __getitem__(self, i: int) -> LayerCache:
+        return self.layers[i]
+
+    @property
+    def length(self) -> int:
+        """Positions cached (the same in every layer after a forward)."""
+        return self.layers[0].length
+
+    def repeat_rows(self, n: int) -> "KVCache":
+        """A new cache whose n rows each hold this one-row cache's positions (the candidates of contrastive search,
+        the beams of beam search)."""
+        out = KVCache(len(self.layers), self.capacity)
+        for i, layer in enumerate(self.layers):
+            k, v = layer.filled()  # (1, H, S, D)
+            out[i].append(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
+        return out
+
+    def reorder_rows(self, rows: torch.Tensor) -> None:
+        """Row b takes over the keys/values of row rows[b] (beam search: each beam continues its parent)."""
+        for layer in self.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+
+    def keep_row(self, row: int, position: int) -> None:
+        """Copy row `row`'s keys/values at `position` into every row (the rows differ only there)."""
+        for layer in self.layers:
+            for buffer in (layer.keys, layer.values):
+                buffer[:, :, position] = buffer[row, :, position].clone()  # clone: source and target overlap
+
+
+def cache_length(past_key_values) -> int:
+    """Positions in a cache: a KVCache, or a list of per-layer (k, v) pairs (B, H, T_past, D); 0 for None."""
+    if past_key_values is None:
+        return 0
+    if isinstance(past_key_values, KVCache):
+        return past_key_values.length
+    return past_key_values[0][0].size(2)
