@@ -37,10 +37,11 @@ COMMANDS = {
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to a flag's help, except where X is None or the help already names its default."""
+    """Appends "(default: X)" to a flag's help, except where X is None, an on/off flag's False, or the help
+    already names its default."""
 
     def _get_help_string(self, action):
-        if action.default is None or "default:" in (action.help or ""):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
