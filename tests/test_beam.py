@@ -121,10 +121,3 @@ def test_rows_that_end_early_are_padded_with_eos(pair):
 def test_bad_options(pair, kwargs, message):
     with pytest.raises(ValueError, match=message):
         beam_search(pair[0], torch.tensor([[1, 2]]), 3, **kwargs)
-
-
-def test_bad_prompts(pair):
-    with pytest.raises(ValueError, match="empty"):
-        beam_search(pair[0], torch.zeros(1, 0, dtype=torch.long), 3)
-    with pytest.raises(ValueError, match="n_positions"):
-        beam_search(pair[0], torch.ones(1, 128, dtype=torch.long), 1)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from decoding import greedy, sample
 import decoding.sampling as sampling_module
+from decoding import beam_search, contrastive_search, greedy, sample
 from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter
 
 from minigpt import GPT2
@@ -162,20 +162,23 @@ def test_bad_sampling_options(pair, kwargs, message):
         sample(pair[0], torch.tensor([[1, 2]]), 3, **kwargs)
 
 
-def test_bad_prompts(pair):
+@pytest.mark.parametrize("decoder", [greedy, sample, contrastive_search, beam_search],
+                         ids=["greedy", "sample", "contrastive", "beam"])
+def test_bad_prompts(pair, decoder):
+    """check_prompt guards every decoder alike."""
     ours = pair[0]
     with pytest.raises(ValueError, match="empty"):
-        greedy(ours, torch.zeros(1, 0, dtype=torch.long), 3)
+        decoder(ours, torch.zeros(1, 0, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="n_positions=128"):
-        greedy(ours, torch.ones(1, 100, dtype=torch.long), 29)
-    greedy(ours, torch.ones(1, 100, dtype=torch.long), 28)  # exactly fits
+        decoder(ours, torch.ones(1, 100, dtype=torch.long), 29)
+    decoder(ours, torch.ones(1, 100, dtype=torch.long), 28)  # exactly fits
     with pytest.raises(ValueError, match="LongTensor"):
-        greedy(ours, torch.ones(1, 4), 3)
+        decoder(ours, torch.ones(1, 4), 3)
     with pytest.raises(ValueError, match="batch size 2"):
-        greedy(ours, torch.ones(2, 4, dtype=torch.long), 3)
+        decoder(ours, torch.ones(2, 4, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="token id 300"):
-        greedy(ours, torch.tensor([[1, 300]]), 3)
+        decoder(ours, torch.tensor([[1, 300]]), 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        greedy(ours, torch.tensor([[1, 2]]), 0)
+        decoder(ours, torch.tensor([[1, 2]]), 0)
     with pytest.raises(ValueError, match="eos_token_id"):
-        greedy(ours, torch.tensor([[1, 2]]), 2, eos_token_id=1000)
+        decoder(ours, torch.tensor([[1, 2]]), 2, eos_token_id=1000)
