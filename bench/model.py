@@ -125,7 +125,7 @@ def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights (default gpt2)")
+    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
