@@ -6,6 +6,8 @@ Files in a run's out_dir:
                          the position in the data (epoch, step within the epoch), history, best list, config
     best-epoch{E:03d}.pt the weights after epoch E and its dev metrics, for the k best epochs only
     metrics.jsonl        one JSON line per finished epoch
+    result.json          written by the task when the whole run is done (final dev metrics, best epoch): its
+                         presence marks a finished run (`run.py sweep` skips those)
 
 Atomic write: a crash (SIGKILL, power loss, full disk) must never leave a half-written file under a checkpoint's
 name. So each file is written to `X.tmp` in the same directory, flushed to disk (fsync), then renamed over `X`
@@ -16,6 +18,7 @@ checkpoint never runs code.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -27,6 +30,7 @@ import torch.nn as nn
 LAST = "last.pt"
 FORMAT = "minigpt-trainer-1"  # the "format" entry of last.pt
 METRICS = "metrics.jsonl"
+RESULT = "result.json"
 
 
 class CheckpointError(RuntimeError):
@@ -80,6 +84,13 @@ def atomic_save(obj: dict, path: str | Path) -> None:
 
 def atomic_write_text(text: str, path: str | Path) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def write_result(out_dir: str | Path, result: dict) -> Path:
+    """Write out_dir/result.json, the run's final numbers; the last file a finished run writes."""
+    path = Path(out_dir) / RESULT
+    atomic_write_text(json.dumps(result, indent=2) + "\n", path)
+    return path
 
 
 def load_file(path: str | Path, map_location="cpu") -> dict:

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_safetensors, save_safetensors
+from tasks.checkpointing import write_result
 from tasks.classifier import POOLINGS
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
@@ -171,9 +172,12 @@ def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: 
 
 
 def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, model_dir) -> None:
-    """Print the dev accuracy and macro-F1 of the model as it ends (the best epoch's weights) and where it went."""
+    """Print the dev accuracy and macro-F1 of the model as it ends (the best epoch's weights) and where it went;
+    write them to <out-dir>/result.json, which marks the run finished."""
     best = evaluate(model, dev, pad_id, args.eval_batch_size)
-    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
+    where = result.describe()
+    write_result(args.out_dir, best | {"best_epoch": result.best_epoch, "finetune": args.finetune,
+                                       "epochs": args.epochs, "model": str(args.model)})
     say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
         f"model exported to {model_dir}")
 

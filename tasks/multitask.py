@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from tasks.classification import (add_data_arguments, collate, encode_examples, evaluate, export_model, limit,
                                   max_length_for, predict, say)
+from tasks.checkpointing import write_result
 from tasks.classifier import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
@@ -191,7 +192,9 @@ def main(args) -> int:
             say(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
     model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args)
     best = evaluate_tasks(model)
-    where = f"best epoch {result.best_epoch}" if result.best_epoch else "untrained (--epochs 0)"
+    write_result(out_dir, best | {"best_epoch": result.best_epoch, "finetune": args.finetune, "epochs": args.epochs,
+                                  "model": str(args.model)})
+    where = result.describe()
     say(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
         + f"; model exported to {model_dir}")
     return 0

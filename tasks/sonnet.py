@@ -12,7 +12,6 @@ prompts) in the course format into --out-dir, and the trained model into --out-d
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from decoding.options import add_decoder_arguments, generate_from_args
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
                             load_model_and_tokenizer)
+from tasks.checkpointing import write_result
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")
@@ -151,10 +151,12 @@ def main(args) -> int:
                 f"{len(test_prompts)} test prompts; --finetune {args.finetune}: {trainable:,} of {total:,} "
                 f"parameters train; decoder {args.decoder}")
     evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, args)
+    best_epoch = None  # --epochs 0: the model as loaded
     if cfg.epochs > 0:
         result = train(module, train_text, make_collate(tokenizer, model.config.n_positions), lm_loss, cfg,
                        evaluate=evaluate, metric="dev_chrf")
-        logger.info(f"best epoch {result.best_epoch}: dev chrF {result.best_metric:.2f} ({result.stop_reason})")
+        logger.info(f"training ended ({result.stop_reason}); the model is now: {result.describe()}")
+        best_epoch = result.best_epoch
     if not is_main_process():
         return 0
     module.eval()
@@ -169,9 +171,9 @@ def main(args) -> int:
             write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args)
-    summary = {"dev_chrf": dev_chrf, "decoder": args.decoder, "finetune": args.finetune, "epochs": cfg.epochs,
-               "model": str(args.model)}
-    (out_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_result(out_dir, {"dev_chrf": dev_chrf, "best_epoch": best_epoch,
+                           "decoder": args.decoder, "finetune": args.finetune, "epochs": cfg.epochs,
+                           "model": str(args.model)})
     print(f"dev chrF: {dev_chrf:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
           + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")
     return 0
