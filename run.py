@@ -9,6 +9,8 @@
   python run.py sentiment --dataset sst  sentiment classification (SST 5-class, CFIMDB binary)
   python run.py paraphrase               Quora paraphrase detection as a yes/no cloze task
   python run.py multitask                sentiment + paraphrase in one model
+  python run.py sweep --grid lr=1e-5,5e-5 --out-dir runs/lr sonnet ...
+                                         a hyperparameter search: one run per setting, ranked
   python run.py bench model|decoding|train
                                          speed against the reference implementations
 """
@@ -33,6 +35,7 @@ COMMANDS = {
     "sentiment": ("tasks.sentiment", "sentiment classification on SST or CFIMDB"),
     "paraphrase": ("tasks.paraphrase", "paraphrase detection on Quora (cloze yes/no)"),
     "multitask": ("tasks.multitask", "train sentiment and paraphrase together, then optionally re-fine-tune"),
+    "sweep": ("cli.sweep", "hyperparameter search: one resumable run of a task per setting, ranked by dev metric"),
 }
 
 

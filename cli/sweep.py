@@ -1,0 +1,228 @@
+"""`python run.py sweep`: a hyperparameter search in one command, one resumable run per setting.
+
+    python run.py sweep --grid lr=1e-6,1e-5,5e-5 --grid batch-size=8,32 --out-dir runs/sonnet-lr \\
+        sonnet --model gpt2 --epochs 200 --patience 20
+
+runs `python run.py sonnet --model gpt2 --epochs 200 --patience 20 --lr L --batch-size B --out-dir
+runs/sonnet-lr/lr=L_batch-size=B` for each of the 3 x 2 settings (the grid: every combination, the first --grid
+varying slowest), one after the other, each in its own process, then prints the runs ranked by the task's dev
+metric (sonnet: dev chrF; sentiment, paraphrase: dev accuracy; multitask: mean dev accuracy) and writes that table
+to <out-dir>/sweep.json.
+
+Stopping and restarting: a finished run has written result.json and is skipped; a run that was interrupted has a
+last.pt and continues with --resume; so after Ctrl-C, a crash or a lost machine, rerunning the same command picks
+up where the sweep stopped. A run that fails (a learning rate that diverges, say) is reported and the sweep goes on.
+
+Switches (flags without a value, like --use-mean-sim) take the values on and off: --grid use-mean-sim=off,on.
+Every setting is checked against the task's own flags before the first run starts, so a typo fails at once.
+Decoding settings can be searched the same way on a trained model with `--epochs 0`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.checkpointing import LAST, RESULT, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]  # where run.py is
+# task -> (module with add_arguments, the result.json entry that ranks the runs; higher is better)
+TASKS = {
+    "sonnet": ("tasks.sonnet", "dev_chrf"),
+    "sentiment": ("tasks.sentiment", "dev_accuracy"),
+    "paraphrase": ("tasks.paraphrase", "dev_accuracy"),
+    "multitask": ("tasks.multitask", "dev_mean_accuracy"),
+}
+OWNED = ("--out-dir", "--resume")  # the sweep sets these for each run
+
+
+@dataclass
+class Run:
+    name: str  # also the run's directory under --out-dir
+    settings: dict[str, str]  # flag (without --) -> value, as given to --grid
+    argv: list[str]  # the task's command line: run.py TASK argv
+
+
+def add_arguments(parser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--grid", action="append", required=True, metavar="FLAG=V1,V2,...",
+                        help="a task flag (without its dashes) and the values to try; repeat for more flags")
+    parser.add_argument("--out-dir", required=True, help="each run goes to OUT_DIR/<its settings>")
+    parser.add_argument("--metric", default=None,
+                        help="the result.json entry that ranks the runs (default: the task's dev metric)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("task", choices=sorted(TASKS), help="the task every run trains")
+    parser.add_argument("task_args", nargs=argparse.REMAINDER, help="flags every run shares")
+
+
+# ----- the plan: one Run per combination of the grid's values --------------------------------------------------
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """["lr=1e-5,5e-5", "batch-size=8"] -> {"lr": ["1e-5", "5e-5"], "batch-size": ["8"]}."""
+    grid = {}
+    for spec in specs:
+        flag, sep, values = spec.partition("=")
+        flag = flag.strip().lstrip("-")
+        items = [v.strip() for v in values.split(",")]
+        if not sep or not flag or not all(items):
+            raise ValueError(f"--grid {spec!r}: write FLAG=V1,V2,... (e.g. --grid lr=1e-5,5e-5), no empty values")
+        if flag in grid:
+            raise ValueError(f"--grid: the flag {flag!r} is given twice; put all its values in one --grid")
+        if len(set(items)) < len(items):
+            raise ValueError(f"--grid {spec!r}: a value is listed twice")
+        grid[flag] = items
+    return grid
+
+
+def run_name(settings: dict[str, str]) -> str:
+    """{"lr": "1e-5", "batch-size": "8"} -> "lr=1e-5_batch-size=8" (characters unsafe in a path become -)."""
+    return "_".join(re.sub(r"[^A-Za-z0-9.+=-]", "-", f"{flag}={value}") for flag, value in settings.items())
+
+
+def plan(grid: dict[str, list[str]], task: str, task_args: list[str], out_dir: str) -> list[Run]:
+    """Every combination of the grid, the first flag varying slowest; each checked against the task's parser."""
+    task_args = task_args[1:] if task_args[:1] == ["--"] else task_args
+    given = {a.split("=")[0] for a in task_args if a.startswith("--")}
+    for flag in given & set(OWNED):
+        raise ValueError(f"{flag} is set by the sweep for each run; leave it out of the task's flags")
+    for flag in grid:
+        if f"--{flag}" in given:
+            raise ValueError(f"--{flag} is both in --grid and in the task's flags; keep one")
+    parser = task_parser(task)
+    runs = []
+    for values in itertools.product(*grid.values()):
+        settings = dict(zip(grid, values))
+        name = run_name(settings)
+        argv = [*task_args, *setting_flags(settings, parser), "--out-dir", str(Path(out_dir) / name)]
+        try:
+            parser.parse_args(argv)  # a typo in a flag or a value fails now, not after hours of other runs
+        except ValueError as e:
+            raise ValueError(f"setting {name}: {e}") from None
+        runs.append(Run(name, settings, argv))
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"two settings give the same run directory name ({names}); use values that differ in "
+                         "letters or digits")
+    return runs
+
+
+def setting_flags(settings: dict[str, str], parser: argparse.ArgumentParser) -> list[str]:
+    """The command-line flags of one setting: --flag value, or for a switch --flag (on) or nothing (off)."""
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    flags = []
+    for flag, value in settings.items():
+        if f"--{flag}" not in actions:
+            raise ValueError(f"--grid {flag}: `run.py {parser.prog.split()[-1]}` has no flag --{flag}")
+        if actions[f"--{flag}"].nargs == 0:  # a switch (store_true / store_false): present or absent
+            if value not in ("on", "off"):
+                raise ValueError(f"--grid {flag}: --{flag} is a switch; its values are on and off, got {value!r}")
+            flags += [f"--{flag}"] if value == "on" else []
+        else:
+            flags += [f"--{flag}", value]
+    return flags
+
+
+class _ParserError(argparse.ArgumentParser):
+    """The task's parser, raising instead of exiting, so a bad setting is reported as the sweep's error."""
+
+    def error(self, message):
+        raise ValueError(f"the task would reject this setting: {message}")
+
+
+def task_parser(task: str) -> argparse.ArgumentParser:
+    parser = _ParserError(prog=f"run.py {task}")
+    importlib.import_module(TASKS[task][0]).add_arguments(parser)
+    return parser
+
+
+# ----- running and ranking --------------------------------------------------------------------------------------
+def status(run_dir: Path) -> str:
+    """done (result.json written), interrupted (last.pt but no result: continue with --resume) or new."""
+    if (run_dir / RESULT).is_file():
+        return "done"
+    return "interrupted" if (run_dir / LAST).is_file() else "new"
+
+
+def launch(task: str, argv: list[str]) -> int:
+    """Run `python run.py TASK argv` in a child process (its memory is freed when it ends); its exit status."""
+    child = subprocess.Popen([sys.executable, str(ROOT / "run.py"), task, *argv])
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it finish writing its checkpoint
+        child.wait()
+        raise
+
+
+def read_result(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def ranked_rows(runs: list[Run], out_dir: Path, metric: str, failed: dict[str, int]) -> list[dict]:
+    """One row per run, best first; runs without the metric (failed, not run) last."""
+    rows = []
+    for run in runs:
+        result = read_result(out_dir / run.name) or {}
+        state = f"failed (exit {failed[run.name]})" if run.name in failed else ("done" if result else "not run")
+        rows.append({"run": run.name, **run.settings, "status": state, **result})
+    scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    return sorted(scored, key=lambda r: -r[metric]) + [r for r in rows if r not in scored]
+
+
+def print_table(rows: list[dict], metric: str) -> None:
+    columns = ["run", metric, "best_epoch", "status"]
+    width = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(width[c]) for c in columns))
+    for r in rows:
+        print("  ".join(cell(r, c).ljust(width[c]) for c in columns))
+
+
+def cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def main(args) -> int:
+    grid = parse_grid(args.grid)
+    metric = args.metric or TASKS[args.task][1]
+    runs = plan(grid, args.task, args.task_args, args.out_dir)
+    out_dir = Path(args.out_dir)
+    print(f"sweep: {len(runs)} runs of `run.py {args.task}` into {out_dir}/, ranked by {metric}")
+    failed: dict[str, int] = {}
+    try:
+        for i, run in enumerate(runs, 1):
+            state = status(out_dir / run.name)
+            argv = run.argv + (["--resume"] if state == "interrupted" else [])
+            print(f"[{i}/{len(runs)}] {run.name}: "
+                  + {"done": "finished earlier, skipped", "interrupted": "continuing (--resume)", "new": "starting"}[state],
+                  flush=True)
+            if args.dry_run or state == "done":
+                if args.dry_run and state != "done":
+                    print("    python run.py " + shlex.join([args.task, *argv]))
+                continue
+            code = launch(args.task, argv)
+            if code != 0:
+                failed[run.name] = code
+                print(f"[{i}/{len(runs)}] {run.name}: failed with exit status {code}; going on", flush=True)
+    except KeyboardInterrupt:
+        print("\nsweep interrupted; rerun the same command to continue (finished runs are skipped, the interrupted "
+              "one resumes)", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        return 0
+    rows = ranked_rows(runs, out_dir, metric, failed)
+    atomic_write_text(json.dumps(rows, indent=2) + "\n", out_dir / "sweep.json")
+    print_table(rows, metric)
+    print(f"table written to {out_dir / 'sweep.json'}")
+    return 1 if failed else 0

@@ -1,0 +1,104 @@
+"""`run.py sweep`: the grid, the early checks, and real sweeps of tiny sonnet runs (each run a child process)."""
+import json
+
+import pytest
+
+import run
+from cli.sweep import parse_grid, plan, run_name
+from minigpt.tokenizer import write_vocab_files
+from tests.test_sonnet import TINY, write_fixture
+
+
+@pytest.fixture
+def sonnet_setup(tmp_path):
+    data = write_fixture(tmp_path / "data")
+    tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e"), ("Ġ", "th"), ("o", "u")])
+    shared = ["--data-dir", str(data), "--model", "scratch", "--scratch-config", TINY, "--tokenizer", str(tok),
+              "--decoder", "greedy", "--max-new-tokens", "16", "--batch-size", "4", "--epochs", "1",
+              "--max-steps", "2", "--skip-test", "--device", "cpu"]
+    return tmp_path / "sweep", shared
+
+
+def sweep(out_dir, grid: list[str], shared: list[str], *options: str) -> int:
+    argv = ["sweep", "--out-dir", str(out_dir), *options]
+    for spec in grid:
+        argv += ["--grid", spec]
+    return run.main([*argv, "sonnet", *shared])
+
+
+def test_grid_is_every_combination_first_flag_slowest():
+    grid = parse_grid(["lr=1e-5,5e-5", "--batch-size=8,32", "use-mean-sim=off,on"])
+    assert grid == {"lr": ["1e-5", "5e-5"], "batch-size": ["8", "32"], "use-mean-sim": ["off", "on"]}
+    runs = plan(grid, "sonnet", ["--epochs", "3"], "out")
+    assert [r.name for r in runs][:3] == ["lr=1e-5_batch-size=8_use-mean-sim=off",
+                                          "lr=1e-5_batch-size=8_use-mean-sim=on",
+                                          "lr=1e-5_batch-size=32_use-mean-sim=off"]
+    assert len(runs) == 8 and len({r.name for r in runs}) == 8
+    on, off = runs[1].argv, runs[0].argv
+    assert on == ["--epochs", "3", "--lr", "1e-5", "--batch-size", "8", "--use-mean-sim",
+                  "--out-dir", "out/lr=1e-5_batch-size=8_use-mean-sim=on"]
+    assert "--use-mean-sim" not in off  # a switch's "off" leaves the flag out
+    assert run_name({"model": "runs/a b/model"}) == "model=runs-a-b-model"
+
+
+@pytest.mark.parametrize("grid, shared, message", [
+    (["lr"], [], "write FLAG=V1,V2"),
+    (["lr="], [], "no empty values"),
+    (["lr=1e-5,,2e-5"], [], "no empty values"),
+    (["lr=1e-5", "lr=2e-5"], [], "given twice"),
+    (["lr=1e-5,1e-5"], [], "listed twice"),
+    (["lrr=1e-5"], [], "has no flag --lrr"),
+    (["lr=fast"], [], "setting lr=fast: the task would reject this setting: argument --lr: invalid float"),
+    (["use-mean-sim=yes"], [], "its values are on and off"),
+    (["decoder=greedy,nucleus"], [], "setting decoder=nucleus"),
+    (["lr=1e-5"], ["--lr", "2e-5"], "both in --grid and in the task's flags"),
+    (["lr=1e-5"], ["--out-dir", "x"], "--out-dir is set by the sweep"),
+    (["lr=1e-5"], ["--resume"], "--resume is set by the sweep"),
+    (["model=a/b,a-b"], [], "the same run directory name"),
+])
+def test_bad_grids_fail_before_any_run(tmp_path, capsys, grid, shared, message):
+    assert sweep(tmp_path / "out", grid, shared) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
+    out, shared = sonnet_setup
+    assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["run"] for r in rows] == sorted((r["run"] for r in rows), key=lambda n: -next(
+        x["dev_chrf"] for x in rows if x["run"] == n))
+    assert {r["run"] for r in rows} == {"lr=1e-3", "lr=3e-2"} and all(r["status"] == "done" for r in rows)
+    for r in rows:  # each row is the run's own result.json plus its setting
+        assert r == {"run": r["run"], "lr": r["run"][3:], "status": "done",
+                     **json.loads((out / r["run"] / "result.json").read_text())}
+        assert (out / r["run"] / "generated_sonnets_dev.txt").is_file()
+    table = capsys.readouterr().out
+    assert table.index(rows[0]["run"] + " ") < table.index(rows[1]["run"] + " ")  # printed best first
+
+    # lr=1e-3 "interrupted" (its checkpoint, no result yet): continued with --resume; lr=3e-2 skipped
+    result = out / "lr=1e-3" / "result.json"
+    before = json.loads(result.read_text())
+    result.unlink()
+    assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
+    said = capsys.readouterr().out
+    assert "[1/2] lr=1e-3: continuing (--resume)" in said and "[2/2] lr=3e-2: finished earlier, skipped" in said
+    after = json.loads(result.read_text())
+    assert after["dev_chrf"] == before["dev_chrf"]  # max_steps had been reached: same weights, same sonnets
+    assert before["best_epoch"] == 1 and after["best_epoch"] is None  # (a mid-epoch evaluation is not kept)
+
+
+def test_a_failing_run_is_reported_and_the_sweep_goes_on(sonnet_setup, capsys):
+    out, shared = sonnet_setup
+    assert sweep(out, ["lr=-1,1e-3"], shared) == 1  # a negative learning rate: the task refuses it
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [(r["run"], r["status"]) for r in rows] == [("lr=1e-3", "done"), ("lr=-1", "failed (exit 1)")]
+    assert "lr=-1: failed with exit status 1; going on" in capsys.readouterr().out
+
+
+def test_dry_run_prints_the_commands_and_runs_nothing(sonnet_setup, capsys):
+    out, shared = sonnet_setup
+    assert sweep(out, ["lr=1e-3,3e-3"], shared, "--dry-run") == 0
+    said = capsys.readouterr().out
+    assert said.count("python run.py sonnet ") == 2 and f"--out-dir {out}/lr=3e-3" in said
+    assert not out.exists()
