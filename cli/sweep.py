@@ -90,8 +90,9 @@ def plan(grid: dict[str, list[str]], task: str, task_args: list[str], out_dir: s
     """Every combination of the grid, the first flag varying slowest; each checked against the task's parser."""
     task_args = task_args[1:] if task_args[:1] == ["--"] else task_args
     given = {a.split("=")[0] for a in task_args if a.startswith("--")}
-    for flag in given & set(OWNED):
-        raise ValueError(f"{flag} is set by the sweep for each run; leave it out of the task's flags")
+    if given & set(OWNED):
+        raise ValueError(f"{min(given & set(OWNED))} is set by the sweep for each run; leave it out of the task's "
+                         "flags")
     for flag in grid:
         if f"--{flag}" in given:
             raise ValueError(f"--{flag} is both in --grid and in the task's flags; keep one")
@@ -108,7 +109,8 @@ def plan(grid: dict[str, list[str]], task: str, task_args: list[str], out_dir: s
         runs.append(Run(name, settings, argv))
     names = [r.name for r in runs]
     if len(set(names)) < len(names):
-        raise ValueError(f"two settings give the same run directory name ({names}); use values that differ in "
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"two settings give the same run directory name {twice}; use values that differ in "
                          "letters or digits")
     return runs
 
@@ -179,7 +181,9 @@ def ranked_rows(runs: list[Run], out_dir: Path, metric: str, failed: dict[str, i
 
 
 def print_table(rows: list[dict], metric: str) -> None:
-    columns = ["run", metric, "best_epoch", "status"]
+    """The run, the ranking metric, the other dev scores of result.json (e.g. macro-F1), best epoch, status."""
+    scores = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, float)) if k != metric]
+    columns = ["run", metric, *scores, "best_epoch", "status"]
     width = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in columns}
     print("  ".join(c.ljust(width[c]) for c in columns))
     for r in rows:

@@ -155,7 +155,8 @@ def main(args) -> int:
     if cfg.epochs > 0:
         result = train(module, train_text, make_collate(tokenizer, model.config.n_positions), lm_loss, cfg,
                        evaluate=evaluate, metric="dev_chrf")
-        logger.info(f"training ended ({result.stop_reason}); the model is now: {result.describe()}")
+        chrf = "" if result.best_metric is None else f": dev chrF {result.best_metric:.2f}"
+        logger.info(f"training ended ({result.stop_reason}); the model is now {result.describe()}{chrf}")
         best_epoch = result.best_epoch
     if not is_main_process():
         return 0

@@ -69,15 +69,12 @@ class TrainResult:
     history: list[dict]  # the metrics.jsonl lines
     step_log: list[dict]  # {"step", "epoch", "loss", "lr", "grad_norm"} per optimizer step run in this call
     global_step: int
-    metric: str  # the name of best_metric, e.g. "dev_chrf"
     stop_reason: str  # "completed", "early stopping", "max_steps"
 
     def describe(self) -> str:
-        """Which weights the model now holds, in words: "best epoch 3 (dev_chrf 41.2)", "untrained", ..."""
-        if self.best_epoch and self.best_metric is not None:
-            return f"best epoch {self.best_epoch} ({self.metric} {self.best_metric:.4f})"
+        """Which weights the model now holds, in words: "best epoch 3", "untrained (--epochs 0)", ..."""
         if self.best_epoch:
-            return f"epoch {self.best_epoch} (no dev evaluation)"
+            return f"best epoch {self.best_epoch}" if self.best_metric is not None else f"epoch {self.best_epoch}"
         if self.global_step == 0:
             return "untrained (--epochs 0)"
         # e.g. --resume of a run that max_steps had already stopped mid-epoch: its dev evaluation was not kept
@@ -203,7 +200,7 @@ class _Trainer:
             best_metric=p.best_score if self.evaluate is not None and p.best_epoch else None,
             best_epoch=p.best_epoch or None, best_checkpoint=best, history=p.history, step_log=self.step_log,
             last_checkpoint=str(self.last_path) if self.last_saved else None,
-            global_step=p.global_step, metric=self.metric, stop_reason=stop_reason)
+            global_step=p.global_step, stop_reason=stop_reason)
 
     # ---- one epoch, one step -------------------------------------------------------------------------------
     def _run_epoch(self) -> bool:

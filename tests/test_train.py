@@ -155,7 +155,7 @@ def test_max_steps_stop_then_resume_equals_uninterrupted(tmp_path):
     cut = train(model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "b", max_steps=4, **cfg), dev,
                 "dev_score")
     assert cut.stop_reason == "max_steps" and cut.global_step == 4 and cut.history[-1]["partial_epoch"]
-    assert cut.describe() == f"best epoch 1 (dev_score {cut.best_metric:.4f})"
+    assert cut.describe() == "best epoch 1"
     again = train(script.tiny_model(0, dropout=0.1), data, script.collate, script.lm_loss,
                   cfg_for(tmp_path / "b", max_steps=4, resume=True, **cfg), dev, "dev_score")
     assert again.global_step == 4 and again.best_epoch is None  # nothing left to do; the mid-epoch eval is not kept
