@@ -13,6 +13,9 @@ Stopping and restarting: a finished run has written result.json and is skipped; 
 last.pt and continues with --resume; so after Ctrl-C, a crash or a lost machine, rerunning the same command picks
 up where the sweep stopped. A run that fails (a learning rate that diverges, say) is reported and the sweep goes on.
 
+Several GPUs: `--gpus 0,1,2,3` runs four settings at a time, each child seeing only its own GPU, with its output
+in <out-dir>/<run>/log.txt instead of the terminal.
+
 Switches (flags without a value, like --use-mean-sim) take the values on and off: --grid use-mean-sim=off,on.
 Every setting is checked against the task's own flags before the first run starts, so a typo fails at once.
 Decoding settings can be searched the same way on a trained model with `--epochs 0`.
@@ -23,10 +26,12 @@ import argparse
 import importlib
 import itertools
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +63,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out-dir", required=True, help="each run goes to OUT_DIR/<its settings>")
     parser.add_argument("--metric", default=None,
                         help="the result.json entry that ranks the runs (default: the task's dev metric)")
+    parser.add_argument("--gpus", default=None, metavar="0,1,...",
+                        help="run settings side by side, one per listed GPU (each run sees only its GPU; its output "
+                             "goes to OUT_DIR/<run>/log.txt); default: one run at a time, output shown live")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("task", choices=sorted(TASKS), help="the task every run trains")
     parser.add_argument("task_args", nargs=argparse.REMAINDER, help="flags every run shares")
@@ -152,14 +160,63 @@ def status(run_dir: Path) -> str:
     return "interrupted" if (run_dir / LAST).is_file() else "new"
 
 
-def launch(task: str, argv: list[str]) -> int:
-    """Run `python run.py TASK argv` in a child process (its memory is freed when it ends); its exit status."""
-    child = subprocess.Popen([sys.executable, str(ROOT / "run.py"), task, *argv])
+def command(task: str, argv: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / "run.py"), task, *argv]
+
+
+def run_one_by_one(task: str, todo: list[tuple[str, Run, list[str]]]) -> dict[str, int]:
+    """Each run in a child process (its memory is freed when it ends), its output shown live; the failed runs'
+    exit statuses."""
+    failed = {}
+    for label, run, argv in todo:
+        print(f"{label}: {'continuing (--resume)' if '--resume' in argv else 'starting'}", flush=True)
+        child = subprocess.Popen(command(task, argv))
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the child too: let it finish writing its checkpoint
+            child.wait()
+            raise
+        report(label, run, code, failed)
+    return failed
+
+
+def run_on_gpus(task: str, todo: list[tuple[str, Run, list[str]]], gpus: list[str], out_dir: Path) -> dict[str, int]:
+    """Up to one run per GPU at a time, each child seeing only its GPU (CUDA_VISIBLE_DEVICES); a run's output
+    goes to OUT_DIR/<run>/log.txt. The failed runs' exit statuses."""
+    failed, free, queue = {}, list(gpus), list(todo)
+    running = {}  # child process -> (label, run, gpu, open log file)
     try:
-        return child.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it finish writing its checkpoint
-        child.wait()
+        while queue or running:
+            while queue and free:
+                label, run, argv = queue.pop(0)
+                gpu = free.pop(0)
+                log_path = out_dir / run.name / "log.txt"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = open(log_path, "a", encoding="utf-8")
+                child = subprocess.Popen(command(task, argv), stdout=log, stderr=subprocess.STDOUT,
+                                         env=os.environ | {"CUDA_VISIBLE_DEVICES": gpu})
+                running[child] = (label, run, gpu, log)
+                verb = "continuing (--resume)" if "--resume" in argv else "starting"
+                print(f"{label}: {verb} on GPU {gpu}, output in {log_path}", flush=True)
+            time.sleep(0.2)
+            for child in [c for c in running if c.poll() is not None]:
+                label, run, gpu, log = running.pop(child)
+                log.close()
+                free.append(gpu)
+                report(label, run, child.returncode, failed)
+    except KeyboardInterrupt:  # every child got the Ctrl-C too: let them finish writing their checkpoints
+        for child in running:
+            child.wait()
         raise
+    return failed
+
+
+def report(label: str, run: Run, code: int, failed: dict[str, int]) -> None:
+    if code == 0:
+        print(f"{label}: finished", flush=True)
+    else:
+        failed[run.name] = code
+        print(f"{label}: failed with exit status {code}; going on", flush=True)
 
 
 def read_result(run_dir: Path) -> dict | None:
@@ -200,33 +257,40 @@ def cell(row: dict, column: str) -> str:
 def main(args) -> int:
     grid = parse_grid(args.grid)
     metric = args.metric or TASKS[args.task][1]
+    gpus = parse_gpus(args.gpus)
     runs = plan(grid, args.task, args.task_args, args.out_dir)
     out_dir = Path(args.out_dir)
     print(f"sweep: {len(runs)} runs of `run.py {args.task}` into {out_dir}/, ranked by {metric}")
-    failed: dict[str, int] = {}
-    try:
-        for i, run in enumerate(runs, 1):
-            state = status(out_dir / run.name)
-            argv = run.argv + (["--resume"] if state == "interrupted" else [])
-            print(f"[{i}/{len(runs)}] {run.name}: "
-                  + {"done": "finished earlier, skipped", "interrupted": "continuing (--resume)", "new": "starting"}[state],
-                  flush=True)
-            if args.dry_run or state == "done":
-                if args.dry_run and state != "done":
-                    print("    python run.py " + shlex.join([args.task, *argv]))
-                continue
-            code = launch(args.task, argv)
-            if code != 0:
-                failed[run.name] = code
-                print(f"[{i}/{len(runs)}] {run.name}: failed with exit status {code}; going on", flush=True)
-    except KeyboardInterrupt:
-        print("\nsweep interrupted; rerun the same command to continue (finished runs are skipped, the interrupted "
-              "one resumes)", file=sys.stderr)
-        return 130
+    todo = []  # (label, run, its command line) of the runs still to do
+    for i, run in enumerate(runs, 1):
+        label, state = f"[{i}/{len(runs)}] {run.name}", status(out_dir / run.name)
+        if state == "done":
+            print(f"{label}: finished earlier, skipped")
+            continue
+        todo.append((label, run, run.argv + (["--resume"] if state == "interrupted" else [])))
+        if args.dry_run:
+            print(f"{label}: would {'continue' if state == 'interrupted' else 'start'}\n"
+                  f"    python run.py {shlex.join([args.task, *todo[-1][2]])}")
     if args.dry_run:
         return 0
+    try:
+        failed = run_on_gpus(args.task, todo, gpus, out_dir) if gpus else run_one_by_one(args.task, todo)
+    except KeyboardInterrupt:
+        print("\nsweep interrupted; rerun the same command to continue (finished runs are skipped, interrupted "
+              "ones resume)", file=sys.stderr)
+        return 130
     rows = ranked_rows(runs, out_dir, metric, failed)
     atomic_write_text(json.dumps(rows, indent=2) + "\n", out_dir / "sweep.json")
     print_table(rows, metric)
     print(f"table written to {out_dir / 'sweep.json'}")
     return 1 if failed else 0
+
+
+def parse_gpus(spec: str | None) -> list[str]:
+    """"0,1,3" -> ["0", "1", "3"]; None -> [] (one run at a time, on whatever --device picks)."""
+    if spec is None:
+        return []
+    gpus = [g.strip() for g in spec.split(",")]
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) < len(gpus):
+        raise ValueError(f"--gpus {spec!r}: write distinct GPU numbers separated by commas, e.g. --gpus 0,1,2,3")
+    return gpus

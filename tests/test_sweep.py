@@ -102,3 +102,20 @@ def test_dry_run_prints_the_commands_and_runs_nothing(sonnet_setup, capsys):
     said = capsys.readouterr().out
     assert said.count("python run.py sonnet ") == 2 and f"--out-dir {out}/lr=3e-3" in said
     assert not out.exists()
+
+
+def test_gpus_run_settings_side_by_side_with_their_output_in_log_files(sonnet_setup, capsys):
+    out, shared = sonnet_setup  # no GPU here: the runs use --device cpu, the scheduling is what is tested
+    assert sweep(out, ["lr=1e-3,3e-3,1e-2"], shared, "--gpus", "0,1") == 0
+    said = capsys.readouterr().out
+    assert "[1/3] lr=1e-3: starting on GPU 0" in said and "[2/3] lr=3e-3: starting on GPU 1" in said
+    assert "[3/3] lr=1e-2: starting on GPU" in said  # on whichever GPU came free first
+    for name in ("lr=1e-3", "lr=3e-3", "lr=1e-2"):
+        assert "dev chrF" in (out / name / "log.txt").read_text() and (out / name / "result.json").is_file()
+    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())] == ["done"] * 3
+
+
+@pytest.mark.parametrize("gpus", ["0,0", "a", "0,,1"])
+def test_bad_gpu_lists_are_refused(tmp_path, capsys, gpus):
+    assert sweep(tmp_path / "out", ["lr=1e-3"], [], "--gpus", gpus) == 1
+    assert "write distinct GPU numbers" in capsys.readouterr().err
