@@ -3,10 +3,15 @@
 Prints tokens/s of a training step (forward + backward + AdamW step) and of an inference forward, with the
 ratio ours / reference, and the peak memory of each (measured in a fresh child process per side, so one side's
 allocations cannot hide the other's). Ratios, not seconds: these machines are noisy.
+
+The ratio also moves from one process to the next (on the 2-core CPU machine, inference gave anything from 1.01x to
+1.21x in single processes, by where the weights and buffers happen to land), so `--processes N` repeats the whole
+measurement in N fresh processes and reports the median ratio with its range.
 """
 from __future__ import annotations
 
 import gc
+import json
 import re
 import statistics
 import subprocess
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 
 def build_pair(name, seed: int = 0):
@@ -28,12 +34,35 @@ def build_pair(name, seed: int = 0):
     from minigpt import GPT2, GPT2Config
     from minigpt.checkpoint import hf_state_dict_to_minigpt
 
-    cfg = name if isinstance(name, GPT2Config) else GPT2Config.from_name(name)
+    cfg = name if isinstance(name, GPT2Config) else parse_config(name)
     torch.manual_seed(seed)
     hf = GPT2LMHeadModel(HFConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"}))
     ours = GPT2(cfg)
     ours.load_state_dict(hf_state_dict_to_minigpt(hf.state_dict()))
     return ours, hf
+
+
+def parse_config(text: str):
+    """A preset name ("gpt2") or GPT2Config fields "n_layer=2,n_head=2,n_embd=64,vocab_size=300" (tests)."""
+    from minigpt import GPT2Config
+    from minigpt.config import PRESETS
+
+    if "=" not in text:
+        if text not in PRESETS:
+            raise ValueError(f"--config {text!r}: not a preset ({', '.join(PRESETS)}) nor key=value,... fields")
+        return GPT2Config.from_name(text)
+    fields = {}
+    for item in text.split(","):
+        key, _, value = (s.strip() for s in item.partition("="))
+        try:
+            fields[key] = float(value) if key in ("dropout", "layer_norm_epsilon") else int(value)
+        except ValueError:
+            raise ValueError(f"--config {text!r}: {item!r} is not key=number") from None
+    fields.setdefault("eos_token_id", fields.get("vocab_size", 50257) - 1)  # the last token, as in GPT-2
+    try:
+        return GPT2Config(**fields)
+    except TypeError as e:
+        raise ValueError(f"--config {text!r}: {e}") from None
 
 
 def train_step_fn(model, optimizer, ids):
@@ -125,41 +154,74 @@ def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights")
+    parser.add_argument("--config", default="gpt2",
+                        help="preset size to build with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="repeat the timing in this many fresh processes: median ratio and its range")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
 
 
-def main(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ours, hf = build_pair(args.config)
-    B, T = args.batch_size, args.seq_len
+def measure(config: str, B: int, T: int, repeats: int) -> dict:
+    """{"logit_difference": max |ours - reference|, "train": (ours tok/s, reference tok/s), "inference": (...)}."""
+    ours, hf = build_pair(config)
     ids = torch.randint(0, ours.config.vocab_size, (B, T))
-    tokens = B * T
-    print(f"bench model: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}")
     ours.eval(), hf.eval()
     with torch.no_grad():
-        diff = (ours(ids).logits - hf(ids).logits).abs().max().item()
-    print(f"  same weights: max |logit difference| = {diff:.2e}")
-    rows = []
-    for mode in ("train", "inference"):
+        result = {"logit_difference": (ours(ids).logits - hf(ids).logits).abs().max().item()}
+    for mode in MODES:
         fns = []
         for side, model in (("ours", ours), ("transformers", hf)):
             model.train() if mode == "train" else model.eval()
             fns.append(train_step_fn(model, make_optimizer(side, model), ids) if mode == "train"
                        else infer_fn(model, ids))
-        t_ours, t_ref = timed_pair(*fns, repeats=args.repeats)
-        rows.append((mode, tokens / t_ours, tokens / t_ref))
-    print(f"  {'':10} {'ours tok/s':>12} {'transformers':>13} {'ratio':>7}")
-    for mode, a, b in rows:
-        print(f"  {mode:10} {a:12.1f} {b:13.1f} {a / b:6.2f}x")
+        t_ours, t_ref = timed_pair(*fns, repeats=repeats)
+        result[mode] = (B * T / t_ours, B * T / t_ref)
+    return result
+
+
+def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int) -> dict:
+    """`measure` in a fresh process (its own allocations, its own luck)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    code = (f"import sys, json, torch; sys.path.insert(0, {root!r}); from bench.model import measure;"
+            f"torch.set_num_threads({threads}) if {threads} else None;"
+            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"timing child failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+MODES = ("train", "inference")
+
+
+def main(args) -> None:
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    B, T = args.batch_size, args.seq_len
+    print(f"bench model: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}")
+    if args.processes == 1:
+        runs = [measure(args.config, B, T, args.repeats)]
+    else:
+        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads)
+                for _ in tqdm(range(args.processes), desc="processes", leave=False)]
+    print(f"  same weights: max |logit difference| = {max(r['logit_difference'] for r in runs):.2e}")
+    spread = f"   ratio over {len(runs)} processes: min - max" if len(runs) > 1 else ""
+    print(f"  {'':10} {'ours tok/s':>12} {'transformers':>13} {'ratio':>7}{spread}")
+    for mode in MODES:
+        ours = statistics.median(r[mode][0] for r in runs)
+        ref = statistics.median(r[mode][1] for r in runs)
+        ratios = [r[mode][0] / r[mode][1] for r in runs]
+        line = f"  {mode:10} {ours:12.1f} {ref:13.1f} {statistics.median(ratios):6.2f}x"
+        print(line + (f"   {min(ratios):.2f} - {max(ratios):.2f}" if len(runs) > 1 else ""))
     if not args.no_memory:
         print(f"  {'peak MiB':10} {'ours':>12} {'transformers':>13} {'ratio':>7}")
-        for mode in ("train", "inference"):
+        for mode in MODES:
             a = peak_memory_child("ours", mode, args.config, B, T)
             b = peak_memory_child("transformers", mode, args.config, B, T)
             print(f"  {mode:10} {a:12.0f} {b:13.0f} {a / max(b, 1e-9):6.2f}x")

@@ -51,7 +51,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.model import build_pair, make_optimizer, memory_mib, peak_above_now, timed, train_step_fn
+from bench.model import (build_pair, make_optimizer, memory_mib, parse_config, peak_above_now, timed,
+                         train_step_fn)
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)
@@ -108,29 +109,6 @@ def build_classifier_pair(config: str, seed: int = 0):
         ours.head.proj.weight.copy_(hf.score.weight)  # (K, C) both
         ours.head.proj.bias.zero_()
     return ours.train(), hf.train()
-
-
-def parse_config(text: str):
-    """A preset name ("gpt2") or GPT2Config fields "n_layer=2,n_head=2,n_embd=64,vocab_size=300" (tests)."""
-    from minigpt import GPT2Config
-    from minigpt.config import PRESETS
-
-    if "=" not in text:
-        if text not in PRESETS:
-            raise ValueError(f"--config {text!r}: not a preset ({', '.join(PRESETS)}) nor key=value,... fields")
-        return GPT2Config.from_name(text)
-    fields = {}
-    for item in text.split(","):
-        key, _, value = (s.strip() for s in item.partition("="))
-        try:
-            fields[key] = float(value) if key in ("dropout", "layer_norm_epsilon") else int(value)
-        except ValueError:
-            raise ValueError(f"--config {text!r}: {item!r} is not key=number") from None
-    fields.setdefault("eos_token_id", fields.get("vocab_size", 50257) - 1)  # the last token, as in GPT-2
-    try:
-        return GPT2Config(**fields)
-    except TypeError as e:
-        raise ValueError(f"--config {text!r}: {e}") from None
 
 
 def build_models(task: str, method: str, config: str):

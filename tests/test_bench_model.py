@@ -1,0 +1,50 @@
+"""`python run.py bench model` (bench/model.py) on a tiny config with one repeat, so the command cannot rot."""
+import re
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import run  # noqa: E402
+from bench.model import measure  # noqa: E402
+
+TINY = "n_layer=2,n_head=2,n_embd=64,vocab_size=300,n_positions=128"
+ARGS = ["bench", "model", "--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16"]
+
+
+def test_measure_times_both_sides_on_the_same_weights():
+    result = measure(TINY, 2, 16, repeats=1)
+    assert result["logit_difference"] < 1e-5
+    for mode in ("train", "inference"):
+        ours, reference = result[mode]
+        assert ours > 0 and reference > 0
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    return {m.group(1): m.group(2).split() for m in re.finditer(r"^  (train|inference) +(.*)$", out, re.M)}
+
+
+def test_one_process_prints_tokens_per_second_ratio_and_memory(capsys):
+    assert run.main(ARGS) == 0
+    out = capsys.readouterr().out
+    assert "max |logit difference|" in out and "peak MiB" in out
+    rows = re.findall(r"^  (train|inference) +([\d.]+) +([\d.]+) +([\d.]+)x$", out, re.M)
+    assert [r[0] for r in rows] == ["train", "inference"] * 2  # tokens/s rows, then peak-memory rows
+    for mode, ours, reference, ratio in rows[:2]:
+        assert float(ratio) == pytest.approx(float(ours) / float(reference), abs=0.01)
+
+
+def test_several_processes_give_the_median_ratio_and_its_range(capsys):
+    assert run.main([*ARGS, "--processes", "2", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio over 2 processes: min - max" in out and "peak MiB" not in out
+    for mode, cells in table_rows(out).items():
+        low, high = float(cells[3]), float(cells[5])
+        assert low <= float(cells[2].rstrip("x")) <= high
+
+
+def test_bad_arguments_are_clear_errors(capsys):
+    assert run.main([*ARGS, "--processes", "0"]) == 1
+    assert "--processes must be >= 1" in capsys.readouterr().err
+    assert run.main(["bench", "model", "--config", "gpt3"]) == 1
+    assert "not a preset" in capsys.readouterr().err
