@@ -242,7 +242,8 @@ def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int) 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2", help="preset size to build with random weights")
+    parser.add_argument("--config", default="gpt2",
+                        help="preset size to build with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--task", choices=("lm", "sentiment"), default="lm",
                         help="lm: next-token loss (every method); sentiment: GPT-2 + 5-class head, full fine-tuning")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,

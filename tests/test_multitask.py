@@ -60,6 +60,9 @@ def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, capsys
         assert all(key in h for h in history), key
     assert all(h["dev_mean_accuracy"] == pytest.approx((h["sst_dev_accuracy"] + h["quora_dev_accuracy"]) / 2)
                for h in history)
+    result = json.loads((tmp_path / "mt" / "result.json").read_text())  # the best epoch's numbers
+    best = max(history, key=lambda h: h["dev_mean_accuracy"])
+    assert result["best_epoch"] == best["epoch"] and result["dev_mean_accuracy"] == best["dev_mean_accuracy"]
     log = capsys.readouterr().out
     assert "sst train: 100 examples" in log and "quora train: 100 examples" in log
     for name, column in (("sst", "Predicted_Sentiment"), ("para", "Predicted_Is_Paraphrase")):
@@ -71,6 +74,7 @@ def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, capsys
     # the export is the multitask body: with 0 epochs the cloze paraphrase task predicts exactly as it did
     args = parse(paraphrase, *common, "--model", export, "--epochs", "0", "--out-dir", tmp_path / "same")
     assert paraphrase.main(args) == 0
+    assert json.loads((tmp_path / "same" / "result.json").read_text())["best_epoch"] is None  # untrained
     assert (read_predictions(tmp_path / "same" / "predictions" / "para-dev-output.csv")
             == read_predictions(tmp_path / "mt" / "predictions" / "para-dev-output.csv"))
     args = parse(paraphrase, *common, "--model", export, "--epochs", "1", "--out-dir", tmp_path / "then-para")

@@ -106,6 +106,11 @@ def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, c
         assert set(written.preds) <= set(range(5))
         if split == "dev":
             assert accuracy(written.preds, [e.label for e in gold]) >= 0.95
+            dev_accuracy = accuracy(written.preds, [e.label for e in gold])
+    result = json.loads((out / "result.json").read_text())  # the final numbers: the best epoch's weights
+    best = max(range(6), key=lambda e: history[e]["dev_accuracy"])  # the first epoch with the highest accuracy
+    assert result["best_epoch"] == best + 1 and result["dev_accuracy"] == history[best]["dev_accuracy"] == dev_accuracy
+    assert result["dev_macro_f1"] == history[best]["dev_macro_f1"] and result["epochs"] == 6
     # the export chains: the body as a model directory, the head beside it; 0 more epochs = the same predictions
     assert isinstance(load_pretrained(out / "model"), GPT2)
     rc, again = run_cli(tmp_path, "--model", out / "model", "--load-head", out / "model" / "head-sst.safetensors",
