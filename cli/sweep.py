@@ -18,7 +18,8 @@ in <out-dir>/<run>/log.txt instead of the terminal.
 
 Switches (flags without a value, like --use-mean-sim) take the values on and off: --grid use-mean-sim=off,on.
 Every setting is checked against the task's own flags before the first run starts, so a typo fails at once.
-Decoding settings can be searched the same way on a trained model with `--epochs 0`.
+Decoding settings can be searched the same way on a trained model with `--epochs 0`, and `--grid seed=1,2,3` shows
+how much of a difference between two settings is the luck of one seed.
 """
 from __future__ import annotations
 
