@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
+
 
 def build_pair(name, seed: int = 0):
     """Our GPT2 and transformers' GPT2LMHeadModel with the same random weights (dropout 0.1, train mode).
@@ -193,9 +195,6 @@ def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int) ->
     if out.returncode != 0:
         raise RuntimeError(f"timing child failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-MODES = ("train", "inference")
 
 
 def main(args) -> None:

@@ -86,8 +86,12 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
-def write_result(out_dir: str | Path, result: dict) -> Path:
-    """Write out_dir/result.json, the run's final numbers; the last file a finished run writes."""
+def write_result(out_dir: str | Path, metrics: dict, best_epoch: int | None, args) -> Path:
+    """Write out_dir/result.json, the last file a finished run writes: its final dev `metrics`, the epoch whose
+    weights gave them (None: untrained, or no dev evaluation kept) and what was run (--finetune, --epochs,
+    --model of the task's parsed `args`)."""
+    result = metrics | {"best_epoch": best_epoch, "finetune": args.finetune, "epochs": args.epochs,
+                        "model": str(args.model)}
     path = Path(out_dir) / RESULT
     atomic_write_text(json.dumps(result, indent=2) + "\n", path)
     return path

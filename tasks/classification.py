@@ -176,8 +176,7 @@ def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, 
     write them to <out-dir>/result.json, which marks the run finished."""
     best = evaluate(model, dev, pad_id, args.eval_batch_size)
     where = result.describe()
-    write_result(args.out_dir, best | {"best_epoch": result.best_epoch, "finetune": args.finetune,
-                                       "epochs": args.epochs, "model": str(args.model)})
+    write_result(args.out_dir, best, result.best_epoch, args)
     say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
         f"model exported to {model_dir}")
 

@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf
 from decoding.options import add_decoder_arguments, generate_from_args
+from tasks.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
                             load_model_and_tokenizer)
-from tasks.checkpointing import write_result
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")
@@ -172,9 +172,7 @@ def main(args) -> int:
             write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args)
-    write_result(out_dir, {"dev_chrf": dev_chrf, "best_epoch": best_epoch,
-                           "decoder": args.decoder, "finetune": args.finetune, "epochs": cfg.epochs,
-                           "model": str(args.model)})
+    write_result(out_dir, {"dev_chrf": dev_chrf, "decoder": args.decoder}, best_epoch, args)
     print(f"dev chrF: {dev_chrf:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
           + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")
     return 0

@@ -38,9 +38,11 @@ def test_several_processes_give_the_median_ratio_and_its_range(capsys):
     assert run.main([*ARGS, "--processes", "2", "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert "ratio over 2 processes: min - max" in out and "peak MiB" not in out
-    for mode, cells in table_rows(out).items():
+    rows = table_rows(out)
+    assert list(rows) == ["train", "inference"]
+    for mode, cells in rows.items():  # ours, reference, median ratio, min, "-", max
         low, high = float(cells[3]), float(cells[5])
-        assert low <= float(cells[2].rstrip("x")) <= high
+        assert low <= high and float(cells[2].rstrip("x")) == pytest.approx((low + high) / 2, abs=0.011)  # 2-decimal rounding
 
 
 def test_bad_arguments_are_clear_errors(capsys):
