@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -162,21 +163,21 @@ def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id
 
 
 def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: dict[str, list[str]], pad_id: int,
-                      args, write_fn, stem: str) -> None:
+                      args, write_fn, file_name: Callable[[str], str]) -> None:
     """Predict the dev and test splits and write each with `write_fn(path, ids, preds)` (the task's course
-    format) to <out-dir>/predictions/<stem>-<split>-output.csv."""
+    format) to <out-dir>/predictions/<file_name(split)>."""
     for split in ("dev", "test"):
         preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
-        path = write_fn(Path(args.out_dir) / "predictions" / f"{stem}-{split}-output.csv", ids[split], preds)
+        path = write_fn(Path(args.out_dir) / "predictions" / file_name(split), ids[split], preds)
         say(f"wrote {path}")
 
 
 def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, model_dir) -> None:
-    """Print the dev accuracy and macro-F1 of the model as it ends (the best epoch's weights) and where it went;
+    """Print the dev accuracy and macro-F1 of the model as it ends (the weights --select chose) and where it went;
     write them to <out-dir>/result.json, which marks the run finished."""
     best = evaluate(model, dev, pad_id, args.eval_batch_size)
     where = result.describe()
-    write_result(args.out_dir, best, result.best_epoch, args)
+    write_result(args.out_dir, best, result.model_epoch, args)
     say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
         f"model exported to {model_dir}")
 

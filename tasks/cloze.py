@@ -17,8 +17,16 @@ same numbers (tests/test_paraphrase.py checks it against the full logits), for B
 Because W_te is the live embedding matrix, full fine-tuning trains the answer rows as the LM head would.
 
 The answer ids come from the tokenizer (GPT-2: "no" = 3919, "yes" = 8505), never hard-coded.
+
+--protocol course asks with the course's prompts exactly (course_prompt): on the test split another question,
+
+    'Is "{s1}" a paraphrase of "{s2}"? Answer "yes" or "no": '
+
+and on train and dev minigpt's prompt without the quote that should close question 2 ('Question 2: "{s2}\\n').
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -63,8 +71,17 @@ class GPT2Cloze(nn.Module):
         return ClassifierOutput(logits, h_last)
 
 
-def encode_pairs(tokenizer, examples: list[ParaphraseExample], max_length: int, name: str) -> list[Encoded]:
-    """Each pair as its cloze prompt, tokenized. A prompt longer than max_length loses its START (truncation
+def course_prompt(s1: str, s2: str, split: str) -> str:
+    """The course's prompt of a pair (datasets.py): its test question, or its train/dev prompt with the closing
+    quote of question 2 missing."""
+    if split == "test":
+        return f'Is "{s1}" a paraphrase of "{s2}"? Answer "yes" or "no": '
+    return f'Question 1: "{s1}"\nQuestion 2: "{s2}\nAre these questions asking the same thing?\n'
+
+
+def encode_pairs(tokenizer, examples: list[ParaphraseExample], max_length: int, name: str,
+                 prompt: Callable[[str, str], str] = paraphrase_prompt) -> list[Encoded]:
+    """Each pair as its cloze `prompt`, tokenized. A prompt longer than max_length loses its START (truncation
     'left'): the question "Are these questions asking the same thing?" and the answer position must stay."""
-    prompts = [paraphrase_prompt(e.sentence1, e.sentence2) for e in examples]
+    prompts = [prompt(e.sentence1, e.sentence2) for e in examples]
     return encode_examples(tokenizer, prompts, [e.label for e in examples], max_length, "left", name)

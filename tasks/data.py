@@ -12,8 +12,9 @@ Bad rows. A row is *broken* when quoting went wrong: it has a different number o
 field holds a line break or a tab (only an unbalanced `"` puts them there), or its label field is empty or not
 a number. Broken rows are skipped with a warning naming the file and lines (the real minBERT Quora dev file has
 two, lines 2577 and 14222). When more than max(5, 1%) of a file's lines are in broken rows, the file is not in
-this format: an error. Everything else that is wrong (a missing column, a label outside the label set, an empty
-sentence, a test file with labels, a dev file without) raises `DataError` naming the file and line.
+this format: an error. A Quora row with an empty question is skipped too (read_quora). Everything else that is
+wrong (a missing column, a label outside the label set, an empty sentence, a test file with labels, a dev file
+without) raises `DataError` naming the file and line.
 """
 from __future__ import annotations
 
@@ -250,14 +251,29 @@ def course_preprocess(text: str) -> str:
 
 
 def read_quora(path, labeled: bool, preprocess: bool = True) -> list[ParaphraseExample]:
-    """A Quora file, GPT-project or minBERT layout. preprocess=True applies course_preprocess, as the course."""
-    examples = []
+    """A Quora file, GPT-project or minBERT layout. preprocess=True applies course_preprocess, as the course.
+
+    A row with an empty question is skipped in train/dev files, as the course skips the rows it cannot read,
+    with one warning that counts them and names the first lines; in a test-student file it is kept (every
+    test id needs a prediction) with an empty question, and a warning.
+    """
+    examples, empty = [], []
     for where, row in _read_rows(path, ("id", "sentence1", "sentence2"), "is_duplicate", labeled):
-        s1, s2 = _text(where, row, "sentence1"), _text(where, row, "sentence2")
+        s1, s2 = row["sentence1"].strip(), row["sentence2"].strip()
+        if not (s1 and s2):
+            empty.append(where.rpartition(":")[2])
+            if labeled:
+                continue
         if preprocess:
             s1, s2 = course_preprocess(s1), course_preprocess(s2)
         label = _label(where, row, "is_duplicate", 2) if labeled else None
         examples.append(ParaphraseExample(_text(where, row, "id"), s1, s2, label))
+    if empty:
+        first = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        logger.warning("%s: %d row(s) with an empty question %s (line %s)", path, len(empty),
+                       "skipped" if labeled else "kept, to predict every test id", first)
+    if not examples:
+        raise DataError(f"{path}: every row has an empty question")
     _warn_duplicate_ids(path, [e.id for e in examples])
     return examples
 

@@ -12,10 +12,14 @@ Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro
 dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{dev,test}-output.csv (0/1 per
 pair) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
 export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
+
+--protocol course trains as the course's paraphrase_detection.py (tasks/protocol.py): batch 8, lr 1e-5, its
+AdamW, and its prompts (cloze.course_prompt: another question on the test split).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from tasks.augment import read_augment_pairs
@@ -23,11 +27,12 @@ from tasks.classification import (add_data_arguments, add_method_arguments, chec
                                   export_model, limit, load_head, max_length_for, report_dev, say,
                                   train_classifier, write_predictions)
 from tasks.classifier import GPT2Classifier
-from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
-from tasks.data import (course_file_name, course_preprocess, data_file, read_quora, resolve_data_dir,
-                        write_paraphrase_predictions)
+from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
+from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
+                        resolve_data_dir, write_paraphrase_predictions)
 from tasks.hard_negatives import hard_negatives
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
@@ -47,6 +52,7 @@ def add_arguments(parser) -> None:
                    help="hard negatives added, as a fraction of the training set (half mined, half perturbed)")
     add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
     add_training_arguments(parser, epochs=10, batch_size=96, lr=2e-5, out_dir="runs/paraphrase")
+    add_protocol_argument(parser, "paraphrase")
 
 
 def _preprocessed(e):
@@ -73,6 +79,13 @@ def read_splits(args) -> dict[str, list]:
     return splits
 
 
+def prompt_of(args, split: str):
+    """The cloze prompt of a split: minigpt's one prompt, or (--protocol course) the course's per split."""
+    if args.protocol == "course":
+        return partial(course_prompt, split=split)
+    return paraphrase_prompt
+
+
 def build_model(body, tokenizer, args):
     """GPT2Cloze (--head cloze) or GPT2Classifier with 2 labels (--head classifier)."""
     if args.head == "cloze":
@@ -90,6 +103,7 @@ def build_model(body, tokenizer, args):
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    resolve_protocol(args)
     seed_everything(args.seed)
     splits = read_splits(args)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
@@ -99,14 +113,15 @@ def main(args) -> int:
     trainable, total = count_trainable(model)
     say(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} parameters train")
 
-    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}")
+    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args, split))
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
     result = train_classifier(model, encoded, pad_id, args)
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
-    write_predictions(model, encoded, ids, pad_id, args, write_paraphrase_predictions, "para")
+    write_predictions(model, encoded, ids, pad_id, args, write_paraphrase_predictions,
+                      lambda split: f"para-{split}-output.csv")
     heads = {"quora": model.head} if args.head == "classifier" else {}
     model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args)
     report_dev(model, encoded["dev"], pad_id, args, result, model_dir)

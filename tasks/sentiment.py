@@ -4,10 +4,15 @@
 
 Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (tasks/train.py:
 checkpoints, warmup/decay, clipping, --resume) on cross-entropy (+ --rdrop, --simcse), reports dev accuracy and
-macro-F1 after every epoch (the best epoch by dev accuracy is kept), then with the best weights writes
+macro-F1 after every epoch (the best epoch by dev accuracy is kept), then with the best weights (--select last:
+the last epoch's) writes
 
-    <out-dir>/predictions/{dataset}-dev-output.csv, {dataset}-test-output.csv   (the course's format)
+    <out-dir>/predictions/{mode}-{dataset}-{dev,test}-out.csv   (the course's format and names)
     <out-dir>/model/   the GPT-2 body as a model directory (LoRA/DoRA merged) + head-{dataset}.safetensors
+
+{mode} is the course's name of the --finetune mode, full-model or last-linear-layer; lora and dora, which the
+course does not have, keep their own names (lora-sst-dev-out.csv). --protocol course trains as the course's
+classifier.py (tasks/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW.
 
 so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors` continues from it.
 """
@@ -23,6 +28,7 @@ from tasks.classifier import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
@@ -34,7 +40,18 @@ def add_arguments(parser) -> None:
     add_data_arguments(parser, max_length=512)
     add_method_arguments(parser)
     add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
+    parser.add_argument("--head-dropout", type=float, default=None,
+                        help="dropout on the pooled state before the classification head (None: the model's "
+                             "dropout)")
     add_training_arguments(parser, epochs=10, batch_size=8, lr=2e-5, out_dir="runs/sentiment")
+    add_protocol_argument(parser, "sentiment")
+
+
+def prediction_file(finetune: str, dataset: str, split: str) -> str:
+    """The course's name of a prediction file: full-model-sst-dev-out.csv, last-linear-layer-cfimdb-test-out.csv;
+    lora / dora (not course modes) keep their names: lora-sst-dev-out.csv."""
+    mode = "full-model" if finetune == "full" else finetune
+    return f"{mode}-{dataset}-{split}-out.csv"
 
 
 def read_splits(args) -> dict[str, list]:
@@ -53,12 +70,14 @@ def read_splits(args) -> dict[str, list]:
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    resolve_protocol(args)
     seed_everything(args.seed)  # before any initialisation: the head, LoRA's A, a scratch body
     splits = read_splits(args)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
     check_method_arguments(args, body.config.dropout)
     max_length = max_length_for(args.max_length, body.config)
-    model = GPT2Classifier(apply_finetune(body, args), SENTIMENT_NUM_LABELS[args.dataset], args.pooling)
+    model = GPT2Classifier(apply_finetune(body, args), SENTIMENT_NUM_LABELS[args.dataset], args.pooling,
+                           args.head_dropout)
     if args.load_head:
         load_head(model.head, args.load_head)
     trainable, total = count_trainable(model)
@@ -73,7 +92,8 @@ def main(args) -> int:
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
-    write_predictions(model, encoded, ids, pad_id, args, write_sentiment_predictions, args.dataset)
+    write_predictions(model, encoded, ids, pad_id, args, write_sentiment_predictions,
+                      lambda split: prediction_file(args.finetune, args.dataset, split))
     model_dir = export_model(model.body, {args.dataset: model.head}, Path(args.out_dir) / "model", tokenizer_dir,
                              args)
     report_dev(model, encoded["dev"], pad_id, args, result, model_dir)

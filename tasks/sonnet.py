@@ -7,7 +7,11 @@ Evaluation (every epoch, and the checkpoint metric): each dev prompt (the first 
 continued by the chosen decoder; the generation keeps its 3 prompt lines, is cut to --max-lines lines, and the
 corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
 
-At the end the best checkpoint's model writes `generated_sonnets_dev.txt` and `generated_sonnets.txt` (the test
+--protocol course trains as the course's sonnet_generation.py (tasks/protocol.py): no <|endoftext|> is appended,
+the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
+course_lm_loss below).
+
+At the end the best checkpoint's model (--select last: the last epoch's) writes `generated_sonnets_dev.txt` and `generated_sonnets.txt` (the test
 prompts) in the course format into --out-dir, and the trained model into --out-dir/model.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tasks.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
                             load_model_and_tokenizer)
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")
@@ -45,6 +50,7 @@ def add_arguments(parser) -> None:
     add_training_arguments(parser, out_dir="runs/sonnet", epochs=10, batch_size=8, lr=1e-5, warmup=0.1,
                            weight_decay=0.0)
     add_decoder_arguments(parser, seed=False)  # sampling draws from the trainer's --seed
+    add_protocol_argument(parser, "sonnet")
 
 
 # ----- data ---------------------------------------------------------------------------------------------------
@@ -93,6 +99,32 @@ def lm_loss(model, batch: dict) -> torch.Tensor:
                                              ignore_index=-100)
 
 
+def course_collate(tokenizer, max_length: int):
+    """The course's SonnetsDataset.collate_fn: sonnets as they are (no <|endoftext|>), right-padded with eos;
+    the labels are the input ids themselves, padding included."""
+    def collate(sonnets: list[str]) -> dict[str, torch.Tensor]:
+        batch = tokenizer.encode_batch(sonnets, max_length=max_length)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.input_ids}
+    return collate
+
+
+def course_lm_loss(model, batch: dict) -> torch.Tensor:
+    """The course's sonnet loss: mean next-token cross-entropy over EVERY position, padding included (so the
+    model also learns to continue eos with eos). As the course's GPT2Model, the model sees the attention mask
+    (no query attends to padding) and numbers positions 0..T-1 in every row, padding too."""
+    ids = batch["input_ids"]  # (B, T)
+    positions = torch.arange(ids.size(1), device=ids.device).expand_as(ids)  # (B, T)
+    logits = model(ids, attention_mask=batch["attention_mask"], position_ids=positions).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+
+
+def training_recipe(args, tokenizer, max_length: int):
+    """(collate, loss_fn) of --protocol: minigpt's (eot appended, padding masked) or the course's."""
+    if args.protocol == "course":
+        return course_collate(tokenizer, max_length), course_lm_loss
+    return make_collate(tokenizer, max_length), lm_loss
+
+
 # ----- generation and scoring ---------------------------------------------------------------------------------
 def trim_lines(text: str, max_lines: int) -> str:
     """Keep the first max_lines non-empty lines (0 = all). A line holding only a number is dropped: in the course
@@ -139,7 +171,7 @@ def make_evaluate(tokenizer, dev_prompts, dev_true, args):
 # ----- the task -----------------------------------------------------------------------------------------------
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = config_from_args(args)
+    cfg = config_from_args(resolve_protocol(args))
     data_dir = resolve_data_dir(args.data_dir)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
     seed_everything(cfg.seed)
@@ -149,15 +181,15 @@ def main(args) -> int:
     trainable, total = count_trainable(module)
     logger.info(f"sonnet: {len(train_text)} training sonnets, {len(dev_prompts)} dev prompts, "
                 f"{len(test_prompts)} test prompts; --finetune {args.finetune}: {trainable:,} of {total:,} "
-                f"parameters train; decoder {args.decoder}")
+                f"parameters train; decoder {args.decoder}; --protocol {args.protocol}")
     evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, args)
     best_epoch = None  # --epochs 0: the model as loaded
     if cfg.epochs > 0:
-        result = train(module, train_text, make_collate(tokenizer, model.config.n_positions), lm_loss, cfg,
-                       evaluate=evaluate, metric="dev_chrf")
-        chrf = "" if result.best_metric is None else f": dev chrF {result.best_metric:.2f}"
+        collate, loss_fn = training_recipe(args, tokenizer, model.config.n_positions)
+        result = train(module, train_text, collate, loss_fn, cfg, evaluate=evaluate, metric="dev_chrf")
+        chrf = "" if result.best_metric is None or cfg.select == "last" else f": dev chrF {result.best_metric:.2f}"
         logger.info(f"training ended ({result.stop_reason}); the model is now {result.describe()}{chrf}")
-        best_epoch = result.best_epoch
+        best_epoch = result.model_epoch
     if not is_main_process():
         return 0
     module.eval()

@@ -11,7 +11,8 @@ A task brings a model, its training examples, a collate function, a loss and (op
     #     In multi-process runs `model` is the DDP wrapper: call it, read attributes from unwrap(model).
     # evaluate(module) -> {"dev_chrf": 41.2, ...}: rank 0 only, eval mode, no_grad; higher `metric` is better
     #     (negate losses). Its random draws do not disturb training's (the RNG state is saved and restored).
-    # afterwards `model` holds the best checkpoint's weights (result.best_checkpoint), in eval mode;
+    # afterwards `model` holds the best checkpoint's weights (result.best_checkpoint; --select last: the last
+    # epoch's; result.model_epoch says which epoch), in eval mode;
     # under torchrun every process returns from train(): write predictions only `if is_main_process()`
 
 One optimizer step, with P processes (torchrun), accumulation A and batch size B:
@@ -22,7 +23,8 @@ One optimizer step, with P processes (torchrun), accumulation A and batch size B
     DDP averages gradients over ranks (/P), so the step's gradient is that of the mean loss over its n_step
     examples; with equal parts this is the familiar loss / A. A last micro-batch smaller than P is dropped.
     (Weights count examples: a loss averaged over tokens is exact only for equal token counts per micro-batch.)
-    clip the gradient norm (max_grad_norm), AdamW step, schedule step (linear warmup, then linear decay to 0)
+    clip the gradient norm (max_grad_norm), AdamW step, schedule step (linear warmup, then linear decay to 0 or,
+    --schedule constant, --lr); tasks/optimization.py builds the optimizer and schedule the flags name
 
 Resume (--resume) continues from out_dir/last.pt exactly: same data order, position within the epoch, optimizer,
 schedule and RNG states, so a killed and resumed run ends with the same weights as an uninterrupted one.
@@ -48,12 +50,12 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from minigpt.optim import AdamW, param_groups, warmup_decay_scheduler
 from tasks.checkpointing import (FORMAT, LAST, METRICS, CheckpointError, atomic_save, atomic_write_text,
                                  best_path, capture_rng_state, check_same_run, load_file, model_signature,
                                  remove_stale_best, restore_rng_state, update_best)
 from tasks.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                init_distributed, is_main_process, resolve_device, run_on_main)
+from tasks.optimization import build_optimizer, build_scheduler
 from tasks.train_config import TrainConfig, add_training_arguments, config_from_args  # noqa: F401 (re-exported)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "CheckpointError", "train", "seed_everything",
@@ -70,9 +72,13 @@ class TrainResult:
     step_log: list[dict]  # {"step", "epoch", "loss", "lr", "grad_norm"} per optimizer step run in this call
     global_step: int
     stop_reason: str  # "completed", "early stopping", "max_steps"
+    model_epoch: int | None = None  # the epoch whose weights the model holds (best, or last with --select last)
+    select: str = "best"
 
     def describe(self) -> str:
         """Which weights the model now holds, in words: "best epoch 3", "untrained (--epochs 0)", ..."""
+        if self.select == "last" and self.model_epoch:
+            return f"the last epoch, {self.model_epoch}"
         if self.best_epoch:
             return f"best epoch {self.best_epoch}" if self.best_metric is not None else f"epoch {self.best_epoch}"
         if self.global_step == 0:
@@ -169,8 +175,8 @@ class _Trainer:
             raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
         total = cfg.epochs * self.steps_per_epoch
         warmup = round(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
-        self.optimizer = AdamW(param_groups(self.module, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = warmup_decay_scheduler(self.optimizer, warmup, total)
+        self.optimizer = build_optimizer(self.module, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, warmup, total)
         self.progress = _Progress()
         seed_everything(cfg.seed + self.rank)  # dropout: a different stream on each rank
         run_on_main(self._prepare_out_dir)
@@ -194,13 +200,13 @@ class _Trainer:
                 stop_reason = "max_steps"
                 break
             self._end_epoch(complete=self._run_epoch())
-        best = self._load_best()
+        best = self._load_best() if cfg.select == "best" else None
         self.module.eval()
         return TrainResult(
             best_metric=p.best_score if self.evaluate is not None and p.best_epoch else None,
             best_epoch=p.best_epoch or None, best_checkpoint=best, history=p.history, step_log=self.step_log,
             last_checkpoint=str(self.last_path) if self.last_saved else None,
-            global_step=p.global_step, stop_reason=stop_reason)
+            global_step=p.global_step, stop_reason=stop_reason, model_epoch=self._model_epoch(best), select=cfg.select)
 
     # ---- one epoch, one step -------------------------------------------------------------------------------
     def _run_epoch(self) -> bool:
@@ -395,6 +401,15 @@ class _Trainer:
         run_on_main(tidy_files)
         self._say(f"resumed from {path}: epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch}, "
                   f"global step {p.global_step}")
+
+    def _model_epoch(self, best: str | None) -> int | None:
+        """The epoch whose weights the model holds: the loaded best checkpoint's, else the last one trained."""
+        if best is not None:
+            return self.progress.best[0]["epoch"]
+        history = self.progress.history
+        if not history or history[-1].get("partial_epoch"):  # untrained, or max_steps stopped mid-epoch
+            return None
+        return history[-1]["epoch"]
 
     def _load_best(self) -> str | None:
         if not self.progress.best:

@@ -31,6 +31,9 @@ class TrainConfig:
     max_steps: int = 0  # stop after N optimizer steps in all (0 = no limit); does not change the schedule
     eval_every_epochs: int = 1
     find_unused_parameters: bool = False  # DDP: set when some trainable parameters skip some forward passes
+    schedule: str = "linear"  # linear: warmup then decay to 0; constant: warmup then --lr (tasks/optimization.py)
+    select: str = "best"  # the weights the run ends with: the best dev epoch's, or the last epoch's
+    optimizer: str = "adamw"  # adamw: minigpt/optim.py; course: minigpt/course_adamw.py
 
     def __post_init__(self):
         at_least = dict(epochs=0, batch_size=1, grad_accum=1, lr=0, weight_decay=0, warmup=0, max_grad_norm=0,
@@ -39,10 +42,15 @@ class TrainConfig:
             if getattr(self, name) < low:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be >= {low}, "
                                  f"got {getattr(self, name)}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         if self.warmup >= 1 and self.warmup != int(self.warmup):
             raise ValueError(f"--warmup {self.warmup}: below 1 it is a fraction of the steps, from 1 on a "
                              "whole number of steps")
 
+
+CHOICES = {"schedule": ("linear", "constant"), "select": ("best", "last"), "optimizer": ("adamw", "course")}
 
 _HELP = {
     "out_dir": "directory for last.pt, best-epoch*.pt and metrics.jsonl (created if missing)",
@@ -68,6 +76,13 @@ _HELP = {
                   "only at epoch ends)",
     "max_steps": "stop after N optimizer steps in all, for smoke runs (0: no limit; the schedule is unchanged)",
     "eval_every_epochs": "run the dev evaluation every N epochs (and always after the last)",
+    "schedule": "linear: after --warmup the learning rate falls linearly to 0 at the last step; constant: after "
+                "--warmup it stays at --lr (--warmup 0: the same --lr at every step, as the course trains)",
+    "select": "the weights the run ends with (and writes its predictions with, and exports): best = the best "
+              "dev epoch's (kept as best-epoch*.pt; with --keep-best 0 there is none, so the last epoch's), "
+              "last = the last epoch's",
+    "optimizer": "adamw: torch's AdamW equations (minigpt/optim.py, eps 1e-8, no decay on biases, LayerNorm and "
+                 "embeddings); course: the course's optimizer.py (minigpt/course_adamw.py, eps 1e-6)",
 }
 
 
@@ -88,6 +103,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
         elif name == "out_dir":
             group.add_argument(flag, required="out_dir" not in d, default=d.get("out_dir"),
                                help=help_text + (" (default: %(default)s)" if "out_dir" in d else ""))
+        elif name in CHOICES:
+            group.add_argument(flag, choices=CHOICES[name], default=d[name], help=f"{help_text} (default: %(default)s)")
         elif name == "device":
             group.add_argument(flag, default=d["device"], help=f"{help_text} (default: %(default)s)")
         else:

@@ -164,10 +164,22 @@ def test_many_broken_rows_mean_a_wrong_format(tmp_path):
 def test_quora_label_outside_the_set(tmp_path):
     with pytest.raises(DataError, match=r"q\.csv:4: is_duplicate '0\.5' is outside the label set \(0\.\.1\)"):
         read_quora(write(tmp_path, "q.csv", QUORA_GPT + "3 c\tA?\tB?\t0.5\n"), labeled=True)
-    with pytest.raises(DataError, match=r"q\.csv:4: empty sentence2"):
-        read_quora(write(tmp_path, "q.csv", QUORA_GPT + "3 c\tA?\t \t1.0\n"), labeled=True)
     with pytest.raises(DataError, match=r"q\.csv:1: a 'is_duplicate' column .* test-student file was expected"):
         read_quora(write(tmp_path, "q.csv", QUORA_GPT), labeled=False)
+
+
+def test_quora_rows_with_an_empty_question_are_skipped_with_one_warning(tmp_path, caplog):
+    rows = "".join(f"{i} e\tA?\t \t1.0\n" if i % 2 else f"{i} e\t\tB?\t0.0\n" for i in range(3, 10))
+    path = write(tmp_path, "q.csv", QUORA_GPT + rows)  # lines 4..10 have an empty question
+    with caplog.at_level(logging.WARNING, logger="minigpt.data"):
+        examples = read_quora(path, labeled=True)
+    assert [e.id for e in examples] == [e.id for e in read_quora(write(tmp_path, "ok.csv", QUORA_GPT), True)]
+    warnings = [r.getMessage() for r in caplog.records if "empty question" in r.getMessage()]
+    assert warnings == [f"{path}: 7 row(s) with an empty question skipped (line 4, 5, 6, 7, 8, ...)"]
+    test_file = write(tmp_path, "t.csv", "id\tsentence1\tsentence2\n1 a\tA?\t\n2 b\tA?\tB?\n")
+    assert [(e.id, e.sentence2) for e in read_quora(test_file, labeled=False)] == [("1 a", ""), ("2 b", "b ?")]
+    with pytest.raises(DataError, match=r"q\.csv: every row has an empty question"):
+        read_quora(write(tmp_path, "q.csv", "id\tsentence1\tsentence2\tis_duplicate\n1 a\t\tB\t1.0\n"), True)
 
 
 def test_paraphrase_prompt():
