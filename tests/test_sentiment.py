@@ -100,7 +100,7 @@ def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, c
     assert len(history) == 6 and all({"dev_accuracy", "dev_macro_f1"} <= h.keys() for h in history)
     assert max(h["dev_accuracy"] for h in history) >= 0.95  # 5 classes, each decided by a keyword
     for split, file in (("dev", "ids-sst-dev.csv"), ("test", "ids-sst-test-student.csv")):
-        written = read_predictions(out / "predictions" / f"sst-{split}-output.csv")
+        written = read_predictions(out / "predictions" / f"full-model-sst-{split}-out.csv")
         gold = read_sentiment(data / file, labeled=split == "dev")
         assert written.column == "Predicted_Sentiment" and written.ids == [e.id for e in gold]
         assert set(written.preds) <= set(range(5))
@@ -116,8 +116,8 @@ def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, c
     rc, again = run_cli(tmp_path, "--model", out / "model", "--load-head", out / "model" / "head-sst.safetensors",
                         "--epochs", "0", out="chained")
     assert rc == 0
-    assert (read_predictions(again / "predictions" / "sst-dev-output.csv").preds
-            == read_predictions(out / "predictions" / "sst-dev-output.csv").preds)
+    assert (read_predictions(again / "predictions" / "full-model-sst-dev-out.csv").preds
+            == read_predictions(out / "predictions" / "full-model-sst-dev-out.csv").preds)
 
 
 def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
@@ -134,7 +134,7 @@ def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
     log = capsys.readouterr().out
     assert rc == 0
     assert "augment: 20 back-translated rows added" in log and "cfimdb train: 60 examples" in log
-    assert read_predictions(out / "predictions" / "cfimdb-test-output.csv").ids == [f"test-student{i:04d}"
+    assert read_predictions(out / "predictions" / "dora-cfimdb-test-out.csv").ids == [f"test-student{i:04d}"
                                                                                    for i in range(10)]
 
 

@@ -1,0 +1,217 @@
+"""--protocol course against direct transcriptions of the course's code (CS224N GPT-2 project, 2025): its AdamW
+(optimizer.py) and its sonnet training loop (sonnet_generation.py); the flags --schedule, --select, --optimizer.
+
+The transcriptions are written here from the course's equations and loop, on transformers' GPT2LMHeadModel
+(the course's GPT2Model computes GPT-2 as transformers does, and loads its weights), and compared step by step.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigpt.course_adamw import CourseAdamW
+from minigpt.tokenizer import Tokenizer, write_vocab_files
+from tasks import paraphrase, sentiment, sonnet
+from tasks.cloze import course_prompt
+from tasks.optimization import warmup_constant
+from tasks.protocol import COURSE, resolve_protocol
+from tasks.train import TrainConfig, config_from_args, epoch_plan, train
+from tests.conftest import tiny_pair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ---- the course's AdamW ---------------------------------------------------------------------------------------
+def course_adamw_transcribed(params, grads_per_step, lr, wd, betas=(0.9, 0.999), eps=1e-6):
+    """optimizer.py's AdamW.step, written out: state per parameter, the step size holding both corrections."""
+    beta1, beta2 = betas
+    state = [dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p)) for p in params]
+    for grads in grads_per_step:
+        for p, g, s in zip(params, grads, state):
+            s["t"] += 1
+            s["m"] = beta1 * s["m"] + (1 - beta1) * g
+            s["v"] = beta2 * s["v"] + (1 - beta2) * g * g
+            alpha = lr * math.sqrt(1 - beta2 ** s["t"]) / (1 - beta1 ** s["t"])
+            p -= alpha * s["m"] / (torch.sqrt(s["v"]) + eps)
+            p -= lr * wd * p  # "add weight decay after the main gradient-based updates", lr included
+    return params
+
+
+def test_course_adamw_matches_the_transcription_of_optimizer_py():
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [[torch.randn_like(p) * 10 ** -k for p in start] for k in range(6)]  # small grads: eps matters
+    expected = course_adamw_transcribed([p.clone() for p in start], grads, lr=1e-2, wd=0.1)
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    opt = CourseAdamW(params, lr=1e-2, weight_decay=0.1)
+    for g in grads:
+        for p, gi in zip(params, g):
+            p.grad = gi.clone()
+        opt.step()
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
+    # the same equations as torch's AdamW when eps and weight decay are 0; not with the course's eps
+    torch_params = [torch.nn.Parameter(p.clone()) for p in start]
+    torch_opt = torch.optim.AdamW(torch_params, lr=1e-2, eps=0.0, weight_decay=0.0)
+    no_eps = [torch.nn.Parameter(p.clone()) for p in start]
+    ours_no_eps = CourseAdamW(no_eps, lr=1e-2, eps=0.0, weight_decay=0.0)
+    for g in grads:
+        for p, q, gi in zip(torch_params, no_eps, g):
+            p.grad, q.grad = gi.clone(), gi.clone()
+        torch_opt.step()
+        ours_no_eps.step()
+    for p, q in zip(torch_params, no_eps):
+        torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-10, atol=1e-12)
+    assert (params[1] - expected[1]).abs().max() < 1e-12 < (params[1] - torch_params[1]).abs().max()
+
+
+# ---- schedule and select ---------------------------------------------------------------------------------------
+def affine_data(n=8):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 4, generator=g)
+    return list(zip(x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0])))
+
+
+def collate_xy(rows):
+    return {"x": torch.stack([r[0] for r in rows]), "y": torch.stack([r[1] for r in rows])}
+
+
+def mse(model, batch):
+    return F.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])
+
+
+def test_constant_schedule_keeps_the_learning_rate_after_warmup(tmp_path):
+    assert [warmup_constant(s, 2) for s in range(5)] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    torch.manual_seed(0)
+    cfg = TrainConfig(out_dir=str(tmp_path / "c"), epochs=3, batch_size=4, lr=0.05, schedule="constant",
+                      device="cpu", keep_best=0)
+    result = train(torch.nn.Linear(4, 1), affine_data(), collate_xy, mse, cfg)
+    assert [s["lr"] for s in result.step_log] == [0.05] * 6
+    linear = train(torch.nn.Linear(4, 1), affine_data(), collate_xy, mse,
+                   TrainConfig(out_dir=str(tmp_path / "l"), epochs=3, batch_size=4, lr=0.05, device="cpu"))
+    assert [round(s["lr"], 6) for s in linear.step_log] == [0.05, 0.041667, 0.033333, 0.025, 0.016667, 0.008333]
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_select_chooses_the_best_or_the_last_epoch(tmp_path, select):
+    scores = iter([3.0, 5.0, 1.0, 2.0])  # the best dev epoch is 2, the last 4
+    snapshots = []
+
+    def evaluate(module):
+        snapshots.append(copy.deepcopy(module.state_dict()))
+        return {"dev": next(scores)}
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=4, batch_size=4, lr=0.05, device="cpu", select=select)
+    result = train(model, affine_data(), collate_xy, mse, cfg, evaluate=evaluate, metric="dev")
+    epoch = 2 if select == "best" else 4
+    assert result.best_epoch == 2 and result.model_epoch == epoch
+    assert result.describe() == ("best epoch 2" if select == "best" else "the last epoch, 4")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[epoch - 1][name], rtol=0, atol=0)
+    assert not torch.equal(snapshots[1]["weight"], snapshots[3]["weight"])
+
+
+# ---- the protocol's flags ----------------------------------------------------------------------------------------
+def parse(module, *argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return resolve_protocol(parser.parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("module, task", [(sonnet, "sonnet"), (sentiment, "sentiment"),
+                                          (paraphrase, "paraphrase")])
+def test_course_protocol_sets_its_values_and_given_flags_win(module, task):
+    plain = parse(module)
+    course = parse(module, "--protocol", "course")
+    for dest, value in COURSE[task].items():
+        assert getattr(course, dest) == value, dest
+    assert plain.optimizer == "adamw" and plain.schedule == "linear" and plain.amp is True
+    given = parse(module, "--protocol", "course", "--lr", "3e-4", "--max-grad-norm", "1", "--select", "best")
+    assert (given.lr, given.max_grad_norm, given.select, given.optimizer) == (3e-4, 1.0, "best", "course")
+    assert parse(module, "--no-amp").amp is False and parse(module, "--protocol", "course", "--no-amp").amp is False
+    help_text = argparse.ArgumentParser()
+    module.add_arguments(help_text)
+    text = " ".join(help_text.format_help().split())
+    assert "--protocol course: constant" in text and "--optimizer course" in text
+
+
+def test_course_prompts_and_prediction_names():
+    assert course_prompt("a b ?", "c", "test") == 'Is "a b ?" a paraphrase of "c"? Answer "yes" or "no": '
+    assert course_prompt("a b ?", "c", "dev") == ('Question 1: "a b ?"\nQuestion 2: "c\n'
+                                                  'Are these questions asking the same thing?\n')
+    course = parse(paraphrase, "--protocol", "course")
+    assert paraphrase.prompt_of(course, "train")("x", "y") == course_prompt("x", "y", "train")
+    assert paraphrase.prompt_of(parse(paraphrase), "test")("x", "y").startswith('Question 1: "x"\nQuestion 2: "y"\n')
+    assert sentiment.prediction_file("full", "sst", "dev") == "full-model-sst-dev-out.csv"
+    assert sentiment.prediction_file("last-linear-layer", "cfimdb", "test") == "last-linear-layer-cfimdb-test-out.csv"
+    assert sentiment.prediction_file("lora", "sst", "test") == "lora-sst-test-out.csv"
+
+
+# ---- the course's sonnet training loop, transcribed --------------------------------------------------------------
+WORDS = "thee thou love fair summer day sweet time beauty eyes heart doth art night".split()
+
+
+def course_sonnet_losses(hf_model, tokenizer, sonnets, epochs, batch_size, lr, seed):
+    """sonnet_generation.py's train(): per batch, tokenizer(sonnets, padding=True) with pad = eos, logits of
+    model(ids, mask), cross_entropy(logits[:, :-1], ids[:, 1:]) over every position, backward, AdamW step.
+    The batches follow minigpt's epoch order (the course's DataLoader shuffles with its own generator)."""
+    params = [p for p in hf_model.parameters()]
+    opt_state = [dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p)) for p in params]
+    losses = []
+    hf_model.train()
+    for epoch in range(epochs):
+        for step in epoch_plan(len(sonnets), batch_size, 1, 1, seed, epoch):
+            rows = [tokenizer.encode(sonnets[i]) for i in step[0].tolist()]
+            T = max(len(r) for r in rows)
+            ids = torch.tensor([r + [tokenizer.eos_token_id] * (T - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+            logits = hf_model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+            hf_model.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                course_adamw_transcribed_step(params, opt_state, lr)
+            losses.append(loss.item())
+    return losses
+
+
+def course_adamw_transcribed_step(params, state, lr, betas=(0.9, 0.999), eps=1e-6):
+    beta1, beta2 = betas
+    for p, s in zip(params, state):
+        if p.grad is None:
+            continue
+        s["t"] += 1
+        s["m"] = beta1 * s["m"] + (1 - beta1) * p.grad
+        s["v"] = beta2 * s["v"] + (1 - beta2) * p.grad * p.grad
+        p -= lr * math.sqrt(1 - beta2 ** s["t"]) / (1 - beta1 ** s["t"]) * s["m"] / (torch.sqrt(s["v"]) + eps)
+
+
+def test_course_protocol_trains_sonnets_as_the_course_loop(tmp_path):
+    tokenizer = Tokenizer.from_dir(write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")]))
+    rng = random.Random(0)
+    sonnets = ["\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(3))
+               for _ in range(7)]  # different lengths: every batch has padding
+    ours, hf = tiny_pair(seed=1)
+    args = parse(sonnet, "--protocol", "course", "--out-dir", str(tmp_path / "run"), "--epochs", "2",
+                 "--batch-size", "3", "--lr", "2e-3", "--device", "cpu", "--keep-best", "0")
+    cfg = config_from_args(args)
+    collate, loss_fn = sonnet.training_recipe(args, tokenizer, ours.config.n_positions)
+    result = train(ours.train(), sonnets, collate, loss_fn, cfg)
+    expected = course_sonnet_losses(hf, tokenizer, sonnets, 2, 3, 2e-3, cfg.seed)
+    got = [s["loss"] for s in result.step_log]
+    assert len(got) == 6 and [s["lr"] for s in result.step_log] == [2e-3] * 6
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=2e-5, atol=2e-5)
+    assert expected[-1] < expected[0] - 0.05  # the steps were large enough to move the loss
+    # minigpt's own recipe (eot appended, padding out of the loss) gives other losses from the first step on
+    plain_collate, plain_loss = sonnet.training_recipe(parse(sonnet), tokenizer, ours.config.n_positions)
+    fresh, _ = tiny_pair(seed=1)
+    batch = [sonnets[i] for i in epoch_plan(len(sonnets), 3, 1, 1, cfg.seed, 0)[0][0].tolist()]
+    assert abs(plain_loss(fresh, plain_collate(batch)).item() - expected[0]) > 1e-2
