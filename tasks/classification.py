@@ -27,6 +27,7 @@ from tasks.checkpointing import write_result
 from tasks.classifier import POOLINGS
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
+from tasks.distributed import get_world_size
 from tasks.train import config_from_args, is_main_process, train
 
 Encoded = tuple  # (ids: list[int], label: int)
@@ -105,6 +106,15 @@ def classification_loss(model: nn.Module, batch: dict, rdrop: float = 0.0, simcs
     return loss
 
 
+def course_summed_loss(model: nn.Module, batch: dict, batch_size: int) -> torch.Tensor:
+    """The course's classifier.py loss: the cross-entropy SUMMED over the batch, divided by --batch-size; equal to
+    the mean for a full batch, smaller for the epoch's shorter last batch. (For P processes each rank's part is
+    scaled by P, which is exact when the batch splits evenly.)"""
+    summed = F.cross_entropy(model(batch["input_ids"], batch["attention_mask"]).logits.float(), batch["labels"],
+                             reduction="sum")
+    return summed * get_world_size() / batch_size
+
+
 # ---- prediction and metrics ----------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size: int = 64) -> list[int]:
@@ -153,10 +163,12 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
     return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
 
 
-def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args):
-    """The shared trainer (tasks/train.py) on encoded["train"] with the classification loss, plus R-Drop and
-    SimCSE as the flags ask; dev accuracy on encoded["dev"] picks the best epoch. Returns the trainer's result."""
-    loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
+def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args, loss_fn=None):
+    """The shared trainer (tasks/train.py) on encoded["train"] with `loss_fn` (default: the classification loss,
+    plus R-Drop and SimCSE as the flags ask); dev accuracy on encoded["dev"] picks the best epoch. Returns the
+    trainer's result."""
+    loss_fn = loss_fn or partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse,
+                                 simcse_temp=args.simcse_temp)
     return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, config_from_args(args),
                  evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
                  metric="dev_accuracy")

@@ -10,7 +10,8 @@ paraphrase_detection.py and optimizer.py. `--protocol course` sets what those sc
                  and, without flags of their own: no <|endoftext|> after each sonnet, padding with eos that
                  stays IN the loss (sonnet.py: course_collate, course_lm_loss)
     sentiment    --finetune last-linear-layer, --lr 1e-3, --batch-size 8, --head-dropout 0.3, --max-length 1024,
-                 --select best (the course keeps the best dev accuracy)
+                 --select best (the course keeps the best dev accuracy); and its loss, the cross-entropy summed
+                 over the batch and divided by --batch-size (classification.course_summed_loss)
     paraphrase   --lr 1e-5, --batch-size 8, --max-length 1024, --select best; and the course's prompts
                  (cloze.py: course_prompt)
 
@@ -38,7 +39,7 @@ COURSE = {
 }
 BEHAVIOUR = {  # what the course protocol changes beyond flags, for --help
     "sonnet": "no <|endoftext|> after each sonnet; padding (eos) counted in the loss; ",
-    "sentiment": "",
+    "sentiment": "the loss summed over the batch and divided by --batch-size (a short last batch weighs less); ",
     "paraphrase": "the course's prompts (test: 'Is \"s1\" a paraphrase of \"s2\"? Answer \"yes\" or \"no\": ', "
                   "train/dev: question 2's closing quote left out); ",
 }

@@ -12,17 +12,20 @@ the last epoch's) writes
 
 {mode} is the course's name of the --finetune mode, full-model or last-linear-layer; lora and dora, which the
 course does not have, keep their own names (lora-sst-dev-out.csv). --protocol course trains as the course's
-classifier.py (tasks/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW.
+classifier.py (tasks/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW, and its loss
+(classification.course_summed_loss: summed over the batch, divided by --batch-size; with --rdrop or --simcse,
+which the course does not have, the usual loss).
 
 so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors` continues from it.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from tasks.augment import read_augment_sentiment
 from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  encode_examples, export_model, limit, load_head, max_length_for,
+                                  course_summed_loss, encode_examples, export_model, limit, load_head, max_length_for,
                                   report_dev, say, train_classifier, write_predictions)
 from tasks.classifier import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
@@ -67,6 +70,13 @@ def read_splits(args) -> dict[str, list]:
     return splits
 
 
+def loss_of(args):
+    """None (the usual classification loss) or, --protocol course without R-Drop / SimCSE, the course's."""
+    if args.protocol == "course" and args.rdrop == 0 and args.simcse == 0:
+        return partial(course_summed_loss, batch_size=args.batch_size)
+    return None
+
+
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
@@ -88,7 +98,7 @@ def main(args) -> int:
                                       max_length, "right", f"{args.dataset} {split}")
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
-    result = train_classifier(model, encoded, pad_id, args)
+    result = train_classifier(model, encoded, pad_id, args, loss_of(args))
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}

@@ -1,5 +1,6 @@
 """--protocol course against direct transcriptions of the course's code (CS224N GPT-2 project, 2025): its AdamW
-(optimizer.py) and its sonnet training loop (sonnet_generation.py); the flags --schedule, --select, --optimizer.
+(optimizer.py), its sonnet training loop (sonnet_generation.py) and its sentiment loop (classifier.py,
+last-linear-layer); the flags --schedule, --select, --optimizer.
 
 The transcriptions are written here from the course's equations and loop, on transformers' GPT2LMHeadModel
 (the course's GPT2Model computes GPT-2 as transformers does, and loads its weights), and compared step by step.
@@ -18,7 +19,10 @@ import torch.nn.functional as F
 from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
+from tasks.classification import encode_examples, train_classifier
+from tasks.classifier import GPT2Classifier
 from tasks.cloze import course_prompt
+from tasks.modeling import apply_finetune
 from tasks.optimization import warmup_constant
 from tasks.protocol import COURSE, resolve_protocol
 from tasks.train import TrainConfig, config_from_args, epoch_plan, train
@@ -215,3 +219,55 @@ def test_course_protocol_trains_sonnets_as_the_course_loop(tmp_path):
     fresh, _ = tiny_pair(seed=1)
     batch = [sonnets[i] for i in epoch_plan(len(sonnets), 3, 1, 1, cfg.seed, 0)[0][0].tolist()]
     assert abs(plain_loss(fresh, plain_collate(batch)).item() - expected[0]) > 1e-2
+
+
+# ---- the course's sentiment training loop (classifier.py, last-linear-layer), transcribed ------------------------
+def course_sentiment_losses(hf_body, head, tokenizer, texts, labels, epochs, batch_size, lr, seed):
+    """classifier.py's train(): GPT-2 frozen, the last real token's hidden state -> dropout 0.3 -> linear;
+    cross_entropy(logits, labels, reduction='sum') / batch_size, backward, AdamW step on the head."""
+    params = list(head.parameters())
+    state = [dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p)) for p in params]
+    torch.manual_seed(seed)  # the trainer seeds the dropout stream the same way
+    losses = []
+    for epoch in range(epochs):
+        for step in epoch_plan(len(texts), batch_size, 1, 1, seed, epoch):
+            rows = [tokenizer.encode(texts[i]) for i in step[0].tolist()]
+            T = max(len(r) for r in rows)
+            ids = torch.tensor([r + [tokenizer.eos_token_id] * (T - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+            with torch.no_grad():
+                hidden = hf_body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, C)
+            last = hidden[torch.arange(len(rows)), mask.sum(dim=1) - 1]  # (B, C)
+            logits = head(F.dropout(last, 0.3, training=True))
+            y = torch.tensor([labels[i] for i in step[0].tolist()])
+            loss = F.cross_entropy(logits, y, reduction="sum") / batch_size
+            head.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                course_adamw_transcribed_step(params, state, lr)
+            losses.append(loss.item())
+    return losses
+
+
+def test_course_protocol_trains_sentiment_as_the_course_loop(tmp_path):
+    tokenizer = Tokenizer.from_dir(write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")]))
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))) for _ in range(10)]
+    labels = [rng.randrange(5) for _ in texts]
+    ours, hf = tiny_pair(seed=2)
+    args = parse(sentiment, "--protocol", "course", "--out-dir", str(tmp_path / "run"), "--epochs", "2",
+                 "--batch-size", "4", "--device", "cpu", "--keep-best", "0")
+    assert args.finetune == "last-linear-layer" and args.head_dropout == 0.3 and args.lr == 1e-3
+    torch.manual_seed(0)
+    model = GPT2Classifier(apply_finetune(ours, args), 5, "last", args.head_dropout)
+    head = copy.deepcopy(model.head.proj)  # the same initial head for the transcription
+    encoded = encode_examples(tokenizer, texts, labels, args.max_length, "right", "train")
+    result = train_classifier(model, {"train": encoded, "dev": encoded[:4]}, tokenizer.pad_token_id, args,
+                              sentiment.loss_of(args))
+    expected = course_sentiment_losses(hf.transformer.eval(), head, tokenizer, texts, labels, 2, 4, 1e-3,
+                                       args.seed)
+    got = [s["loss"] for s in result.step_log]
+    assert len(got) == 6  # 4 + 4 + 2 examples per epoch: the short last batch weighs 2/4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=2e-5, atol=2e-5)
+    for name, p in model.named_parameters():
+        assert p.requires_grad == name.startswith("head."), name
