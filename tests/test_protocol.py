@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import random
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import run
 from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
@@ -271,3 +273,34 @@ def test_course_protocol_trains_sentiment_as_the_course_loop(tmp_path):
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=2e-5, atol=2e-5)
     for name, p in model.named_parameters():
         assert p.requires_grad == name.startswith("head."), name
+
+
+# ---- the tasks end to end under --protocol course -----------------------------------------------------------------
+def test_sonnet_course_protocol_ends_with_the_last_epoch(tmp_path):
+    from tests.test_sonnet import sonnet_args, write_fixture
+
+    tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")])
+    data, out = write_fixture(tmp_path / "data", n_train=8), tmp_path / "out"
+    assert run.main(sonnet_args(data, out, tok, "--protocol", "course", "--epochs", "3", "--keep-best", "1")) == 0
+    result = json.loads((out / "result.json").read_text())
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert result["best_epoch"] == 3 and [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["lr"] for h in history] == [3e-3] * 3  # the constant schedule (the given --lr wins)
+    assert result["dev_chrf"] == pytest.approx(history[-1]["dev_chrf"])  # the last epoch's model decoded
+
+
+@pytest.mark.parametrize("task", ["sentiment", "paraphrase"])
+def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path, task, capsys):
+    from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files, write_sentiment_files
+
+    (write_sentiment_files if task == "sentiment" else write_quora_files)(tmp_path / "data", sizes=(24, 8, 6))
+    argv = ["--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tokenizer_dir(tmp_path / "tok"),
+            "--scratch-config", SCRATCH, "--dropout", "0", "--epochs", "2", "--out-dir", tmp_path / "run",
+            "--protocol", "course"]
+    assert run.main([task, *(str(a) for a in argv)]) == 0
+    log = capsys.readouterr().out
+    names = (["last-linear-layer-sst-dev-out.csv", "last-linear-layer-sst-test-out.csv"] if task == "sentiment"
+             else ["para-dev-output.csv", "para-test-output.csv"])
+    assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == names
+    assert ("--finetune last-linear-layer" in log) == (task == "sentiment")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["epochs"] == 2
