@@ -192,7 +192,7 @@ def main(args) -> int:
             say(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
     model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args)
     best = evaluate_tasks(model)
-    write_result(out_dir, best, result.best_epoch, args)
+    write_result(out_dir, best, result.model_epoch, args)
     where = result.describe()
     say(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
         + f"; model exported to {model_dir}")
