@@ -59,7 +59,7 @@ _HELP = {
     "grad_accum": "micro-batches whose gradients add up before one optimizer step: the effective batch is "
                   "batch-size x grad-accum examples, with the memory of one micro-batch",
     "lr": "peak learning rate of AdamW: rises linearly from 0 during --warmup, then falls linearly to 0 at the "
-          "last step",
+          "last step (--schedule constant: stays)",
     "weight_decay": "decoupled weight decay (Loshchilov & Hutter 2019): each step shrinks the weight matrices by "
                     "lr x weight-decay; biases, LayerNorm weights and embeddings are exempt",
     "warmup": "length of the linear warmup, which keeps Adam's first, noisy updates small: below 1 a fraction "
