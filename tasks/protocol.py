@@ -50,7 +50,10 @@ def _flag(dest: str) -> str:
 
 
 def _show(dest: str, value) -> str:
-    return "fp32" if dest == "amp" and value is False else ("bf16 on CUDA" if dest == "amp" else str(value))
+    """A value as --help shows it."""
+    if dest == "amp":
+        return "bf16 on CUDA" if value else "fp32"
+    return str(value)
 
 
 def add_protocol_argument(parser: argparse.ArgumentParser, task: str) -> None:

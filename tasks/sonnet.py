@@ -11,8 +11,9 @@ corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonne
 the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
 course_lm_loss below).
 
-At the end the best checkpoint's model (--select last: the last epoch's) writes `generated_sonnets_dev.txt` and `generated_sonnets.txt` (the test
-prompts) in the course format into --out-dir, and the trained model into --out-dir/model.
+At the end the best checkpoint's model (--select last: the last epoch's) writes `generated_sonnets_dev.txt` and
+`generated_sonnets.txt` (the test prompts) in the course format into --out-dir, and the trained model into
+--out-dir/model.
 """
 from __future__ import annotations
 
