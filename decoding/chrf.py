@@ -32,6 +32,10 @@ Two ways to the statistics, both exact (tests/test_chrf.py checks them against s
   because the (n-1)-gram they start with is not (`sequence_pair_stats`).
 - `ngram_counts` + `match_stats`: count each text once and match it against many others; MBR reuses the
   counts of each candidate for all its pairs (decoding/mbr.py).
+
+How sure a score is: `segment_stats` keeps each segment's statistics apart, so that decoding/significance.py can
+resample the segments: `corpus_chrf_interval` (a 95% bootstrap interval) and `paired_chrf_test` (the p-value of
+the gap between two systems), both giving sacreBLEU's numbers.
 """
 from __future__ import annotations
 
