@@ -35,6 +35,7 @@ COMMANDS = {
     "sentiment": ("tasks.sentiment", "sentiment classification on SST or CFIMDB"),
     "paraphrase": ("tasks.paraphrase", "paraphrase detection on Quora (cloze yes/no)"),
     "multitask": ("tasks.multitask", "train sentiment and paraphrase together, then optionally re-fine-tune"),
+    "compare": ("cli.compare", "is a gap real? scores with 95% intervals and paired p-values (chrF, accuracy, F1)"),
     "sweep": ("cli.sweep", "hyperparameter search: one resumable run of a task per setting, ranked by dev metric"),
 }
 

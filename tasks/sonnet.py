@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from decoding.chrf import corpus_chrf
+from decoding.chrf import corpus_chrf, corpus_chrf_interval
 from decoding.options import add_decoder_arguments, generate_from_args
 from tasks.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
+from tasks.floors import describe_floors, sonnet_floors
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
                             load_model_and_tokenizer)
 from tasks.protocol import add_protocol_argument, resolve_protocol
@@ -175,6 +176,8 @@ def main(args) -> int:
     cfg = config_from_args(resolve_protocol(args))
     data_dir = resolve_data_dir(args.data_dir)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
+    floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (tasks/floors.py)
+    logger.info(describe_floors(floors))
     seed_everything(cfg.seed)
     model, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
     # --epochs 0 decodes with the model as loaded: no adapters or prefixes (they would start untrained)
@@ -198,14 +201,16 @@ def main(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         dev_generated = generate_sonnets(module, tokenizer, dev_prompts, args, "dev sonnets")
-        dev_chrf = corpus_chrf(dev_generated, dev_true)
+        dev_chrf = corpus_chrf_interval(dev_generated, dev_true)  # score, bootstrap mean ± 95% half-width
         write_sonnets(out_dir / "generated_sonnets_dev.txt", dev_generated, dev_numbers)
         if not args.skip_test:
             test_generated = generate_sonnets(module, tokenizer, test_prompts, args, "test sonnets")
             write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args)
-    write_result(out_dir, {"dev_chrf": dev_chrf, "decoder": args.decoder}, best_epoch, args)
-    print(f"dev chrF: {dev_chrf:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
+    write_result(out_dir, {"dev_chrf": dev_chrf.score, "dev_chrf_mean": dev_chrf.mean,
+                           "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch, args)
+    print(f"dev chrF: {dev_chrf}, 95% bootstrap interval; floors: prompts {floors['floor_prompts']:.2f}, prompt "
+          f"+ random lines {floors['floor_random_lines']:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
           + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")
     return 0
