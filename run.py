@@ -39,6 +39,14 @@ COMMANDS = {
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A mistake on the command line is one line naming the flag, and exit status 1 like every other user error:
+    `run.py sonnet: error: argument --lr: must be >= 0, got -1 (see run.py sonnet --help)`."""
+
+    def error(self, message):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to a flag's help, except where X is None, an on/off flag's False, or the help
     already names its default."""
@@ -59,7 +67,7 @@ def add_subcommand(sub, name: str, module_name: str, help_text: str, load: bool)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -20,6 +20,7 @@ from minigpt.checkpoint import atomic_write, resolve_model_dir, save_safetensors
 from minigpt.config import PRESETS
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
 from minigpt.prefix import PrefixTuning
+from tasks.arg_types import number
 
 FINETUNE_HELP = {
     "full": "every weight trains",
@@ -41,18 +42,20 @@ def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_f
     g.add_argument("--tokenizer", default=None,
                    help="directory with vocab.json + merges.txt (default: the model directory; required with "
                         "--model scratch)")
-    g.add_argument("--dropout", type=float, default=None, help="override the checkpoint's dropout rate")
+    g.add_argument("--dropout", type=number(float, 0, 1, high_open=True), default=None, help="override the checkpoint's dropout rate")
     lines = "; ".join(f"{k}: {FINETUNE_HELP[k]}" for k in finetune_choices)
     g.add_argument("--finetune", choices=finetune_choices, default=default_finetune, help=lines)
     if {"lora", "dora"} & set(finetune_choices):
-        g.add_argument("--lora-r", type=int, default=8, help="adapter rank r")
-        g.add_argument("--lora-alpha", type=float, default=16, help="adapter scale: the update is alpha/r * BA")
-        g.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the adapter's input")
+        g.add_argument("--lora-r", type=number(int, 1), default=8, help="adapter rank r")
+        g.add_argument("--lora-alpha", type=number(float, 0, low_open=True), default=16,
+                       help="adapter scale: the update is alpha/r * BA")
+        g.add_argument("--lora-dropout", type=number(float, 0, 1, high_open=True), default=0.1,
+                       help="dropout on the adapter's input")
         g.add_argument("--lora-targets", nargs="+", default=["attn.c_attn", "attn.c_proj"],
                        help="projections that get adapters (add mlp.c_fc mlp.c_proj for the MLP)")
     if "prefix" in finetune_choices:
-        g.add_argument("--prefix-length", type=int, default=10, help="prefix key/value positions per layer")
-        g.add_argument("--prefix-hidden", type=int, default=512, help="hidden size of the prefix MLP (0: no MLP)")
+        g.add_argument("--prefix-length", type=number(int, 1), default=10, help="prefix key/value positions per layer")
+        g.add_argument("--prefix-hidden", type=number(int, 0), default=512, help="hidden size of the prefix MLP (0: no MLP)")
 
 
 def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf
 from decoding.options import add_decoder_arguments, generate_from_args
+from tasks.arg_types import number
 from tasks.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
@@ -34,11 +35,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with sonnets.txt, sonnets_held_out_dev.txt, TRUE_sonnets_held_out_dev.txt, "
                              "sonnets_held_out.txt (default: $MINIGPT_DATA or data/; `python run.py download data`)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated after each prompt")
-    parser.add_argument("--max-lines", type=int, default=14,
+    parser.add_argument("--max-new-tokens", type=number(int, 1), default=128, help="tokens generated after each prompt")
+    parser.add_argument("--max-lines", type=number(int, 0), default=14,
                         help="keep at most this many lines of each generated sonnet, prompt included (a sonnet "
                              "has 14; 0 = keep everything the decoder wrote)")
-    parser.add_argument("--dev-limit", type=int, default=0,
+    parser.add_argument("--dev-limit", type=number(int, 0), default=0,
                         help="evaluate each epoch on the first N dev prompts only (0 = all 12); for quick CPU runs")
     parser.add_argument("--skip-test", action="store_true", help="do not write generations for the test prompts")
     add_model_arguments(parser, finetune_choices=("full", "lora", "dora", "prefix"), default_finetune="full")
