@@ -122,27 +122,6 @@ def signature_mismatches(saved: dict[str, list[int]], current: dict[str, list[in
     return problems
 
 
-# Settings that decide the numbers a run produces: resuming with different values would not reproduce it.
-RUN_DEFINING = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
-
-
-def check_same_run(ckpt: dict, path: Path, signature: dict, config: dict, n_train: int) -> None:
-    """Refuse (CheckpointError) to resume from another model's checkpoint or from a run with other settings."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a trainer checkpoint (format {FORMAT!r}); --resume needs the "
-                              "last.pt that train() wrote")
-    problems = signature_mismatches(ckpt["signature"], signature)
-    if problems:
-        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
-        raise CheckpointError(f"{path} holds a different model ({len(problems)} differences):\n  {shown}")
-    changed = [f"{k}: {ckpt['config'][k]!r} -> {config[k]!r}" for k in RUN_DEFINING if ckpt["config"][k] != config[k]]
-    if ckpt["n_train"] != n_train:
-        changed.append(f"training examples: {ckpt['n_train']} -> {n_train}")
-    if changed:
-        raise CheckpointError(f"--resume: {path} was written by a run with other settings ({'; '.join(changed)}); "
-                              "continuing would not reproduce it. Use the old values, or a new --out-dir.")
-
-
 def capture_rng_state(device: torch.device) -> dict:
     """The state of every random generator training uses (dropout draws from torch's)."""
     np_state = np.random.get_state()

@@ -110,10 +110,14 @@ def resolve_data_dir(arg: str | os.PathLike | None = None, must_exist: bool = Tr
     return path
 
 
+FILES_USED: dict[str, Path] = {}  # name -> path of every data file data_file() found in this process
+
+
 def data_file(data_dir: str | os.PathLike, name: str) -> Path:
     """data_dir / name, or MissingDataError naming the file, its expected format and where to get it."""
     path = Path(data_dir) / name
     if path.is_file():
+        FILES_USED[name] = path  # the run's record for --resume fingerprints it (tasks/run_settings.py)
         return path
     fmt, source = COURSE_FILES.get(name, ("see data/README.md", "see data/README.md"))
     raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}")

@@ -26,8 +26,9 @@ One optimizer step, with P processes (torchrun), accumulation A and batch size B
 
 Resume (--resume) continues from out_dir/last.pt exactly: same data order, position within the epoch, optimizer,
 schedule and RNG states, so a killed and resumed run ends with the same weights as an uninterrupted one.
-Settings that define the run's numbers (checkpointing.RUN_DEFINING: seed, batch size, accumulation, epochs, lr,
-weight decay, warmup, clipping, amp) and the training set's size must not change on resume: train() refuses.
+Everything that defines the run's numbers must not change on resume (tasks/run_settings.py: every parsed flag,
+the model's shapes and config, the data files' sizes and hashes, the training set's size): train() refuses,
+listing every difference. The output directory is locked for the run (tasks/out_dir_lock.py).
 What the files hold is described in checkpointing.py; last.pt stores the full module state_dict (for LoRA and
 prefix-tuning that includes the frozen base: simple and robust, at the cost of disk space).
 """
@@ -50,10 +51,11 @@ from tqdm import tqdm
 
 from minigpt.optim import AdamW, param_groups, warmup_decay_scheduler
 from tasks.checkpointing import (FORMAT, LAST, METRICS, CheckpointError, atomic_save, atomic_write_text,
-                                 best_path, capture_rng_state, check_same_run, load_file, model_signature,
-                                 remove_stale_best, restore_rng_state, update_best)
+                                 best_path, capture_rng_state, load_file, model_signature, remove_stale_best,
+                                 restore_rng_state, update_best)
 from tasks.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                init_distributed, is_main_process, resolve_device, run_on_main)
+from tasks.run_settings import check_same_run, run_record
 from tasks.train_config import TrainConfig, add_training_arguments, config_from_args  # noqa: F401 (re-exported)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "CheckpointError", "train", "seed_everything",
@@ -172,6 +174,7 @@ class _Trainer:
         self.optimizer = AdamW(param_groups(self.module, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = warmup_decay_scheduler(self.optimizer, warmup, total)
         self.progress = _Progress()
+        self.record = run_record(cfg, self.module, len(train_data))
         seed_everything(cfg.seed + self.rank)  # dropout: a different stream on each rank
         run_on_main(self._prepare_out_dir)
         if cfg.resume:
@@ -358,7 +361,7 @@ class _Trainer:
         ckpt = {"format": FORMAT, "model": self.module.state_dict(), "signature": model_signature(self.module),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
                 "progress": asdict(self.progress), "config": asdict(self.cfg), "world_size": self.world,
-                "n_train": len(self.data)}
+                "n_train": len(self.data), "record": self.record}
         run_on_main(lambda: atomic_save(ckpt, self.last_path))
         self.last_saved = True
 
@@ -375,7 +378,7 @@ class _Trainer:
             raise CheckpointError(f"--resume: no checkpoint at {path}; run without --resume to start, or point "
                                   "--out-dir at the run to continue")
         ckpt = load_file(path)
-        check_same_run(ckpt, path, model_signature(self.module), asdict(cfg), len(self.data))
+        check_same_run(ckpt, path, self.record)
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
