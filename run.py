@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -26,6 +27,9 @@ BENCHMARKS = {
     "decoding": "bench.decoding",  # every decoder vs transformers' generate; chrF and MBR vs sacrebleu
     "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
 }
+
+# tasks that write into --out-dir: one run per directory at a time (tasks/out_dir_lock.py)
+LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
 
 # subcommand -> (module with add_arguments(parser) and main(args), one-line help)
 COMMANDS = {
@@ -83,13 +87,22 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def out_dir_lock(args):
+    """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
+    if args.command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
+        return contextlib.nullcontext()
+    from tasks.out_dir_lock import locked
+    return locked(args.out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. Errors about the user's input (bad files, flags, data) print one clear line, not a
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
-        result = args._main(args)
+        with out_dir_lock(args):
+            result = args._main(args)
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoints written so far are kept (use --resume to continue)", file=sys.stderr)
         return 130

@@ -55,6 +55,7 @@ from tasks.checkpointing import (FORMAT, LAST, METRICS, CheckpointError, atomic_
                                  restore_rng_state, update_best)
 from tasks.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                init_distributed, is_main_process, resolve_device, run_on_main)
+from tasks.out_dir_lock import locked
 from tasks.run_settings import check_same_run, run_record
 from tasks.train_config import TrainConfig, add_training_arguments, config_from_args  # noqa: F401 (re-exported)
 
@@ -141,12 +142,14 @@ def train(model: nn.Module, train_data: Sequence, collate: Callable[[list], dict
         raise ValueError("train(evaluate=...) also needs metric=: the key of evaluate()'s dict that picks the "
                          "best checkpoints (higher is better), e.g. metric='dev_accuracy'")
     device = resolve_device(cfg.device)
-    created_group = init_distributed(device)
-    try:
-        return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
-    finally:
-        if created_group:
-            destroy_distributed()
+    lock = locked(cfg.out_dir) if is_main_process() else nullcontext()  # one run per out_dir
+    with lock:
+        created_group = init_distributed(device)
+        try:
+            return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
+        finally:
+            if created_group:
+                destroy_distributed()
 
 
 class _Trainer:
