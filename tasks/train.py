@@ -182,6 +182,7 @@ class _Trainer:
         run_on_main(self._prepare_out_dir)
         if cfg.resume:
             self._resume()
+        self._refuse_non_finite_start()
         self.ddp = None
         if self.world > 1:
             self.ddp = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda"
@@ -367,6 +368,13 @@ class _Trainer:
                 "n_train": len(self.data), "record": self.record}
         run_on_main(lambda: atomic_save(ckpt, self.last_path))
         self.last_saved = True
+
+    def _refuse_non_finite_start(self) -> None:
+        """Weights holding NaN/inf (a broken checkpoint) give NaN losses from the first step: refuse at once."""
+        bad = [n for n, t in self.module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:5])}"
+                             f"{' ...' if len(bad) > 5 else ''}): refusing to train from them; load other weights")
 
     def _check_weights_finite(self) -> None:
         """Never write a poisoned state: a finite loss can still come with an overflowing update."""
