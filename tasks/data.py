@@ -147,7 +147,7 @@ def _check_header(path: Path, header: list[str], columns: Sequence[str], label_c
         raise DataError(f"{path}:1: the header {header[0]!r} has no tabs; these files are tab-separated")
     if labeled and label_col not in header:
         raise DataError(f"{path}:1: no {label_col!r} column (header {header}): this looks like a test-student "
-                        f"file without labels; read it with labeled=False")
+                        f"file without labels, but a train/dev file with labels was expected here")
     if not labeled and label_col in header:
         raise DataError(f"{path}:1: a {label_col!r} column (header {header}): this looks like a train/dev file "
                         f"with labels, but a test-student file was expected")
