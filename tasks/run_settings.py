@@ -70,9 +70,9 @@ def _plain(d: dict) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in d.items()}
 
 
-def model_differences(saved: dict, current: dict) -> list[str]:
-    """Differences of the model part of two records: names and shapes, then the submodules' configs."""
-    problems = signature_mismatches(saved["signature"], current["signature"])
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Differences of the submodules' configs (dropout, layer_norm_epsilon, ...) between two records."""
+    problems = []
     for name in sorted(set(saved["configs"]) | set(current["configs"])):
         old, new = saved["configs"].get(name, {}), current["configs"].get(name, {})
         problems += [f"{name}.config.{k}: {old.get(k)!r} -> {new.get(k)!r}"
@@ -105,11 +105,11 @@ def check_same_run(ckpt: dict, path: Path, record: dict) -> None:
         raise CheckpointError(f"{path} is not a trainer checkpoint (format {FORMAT!r}); --resume needs the "
                               "last.pt that train() wrote")
     saved = ckpt.get("record") or _legacy_record(ckpt, record)
-    problems = model_differences(saved["model"], record["model"])
+    problems = signature_mismatches(saved["model"]["signature"], record["model"]["signature"])
     if problems:
         shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
         raise CheckpointError(f"{path} holds a different model ({len(problems)} differences):\n  {shown}")
-    changed = setting_differences(saved, record)
+    changed = setting_differences(saved, record) + config_differences(saved["model"], record["model"])
     if changed:
         raise CheckpointError(f"--resume: {path} was written by a run with other settings ({'; '.join(changed)}); "
                               "continuing would not reproduce it. Use the old values, or a new --out-dir.")
