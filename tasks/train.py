@@ -353,6 +353,8 @@ class _Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot create the output directory {self.out_dir}: {e.strerror or e}") from e
+        for tmp in self.out_dir.glob("*.tmp"):  # left by a run killed mid-write; we hold the directory's lock
+            tmp.unlink(missing_ok=True)
         if not self.cfg.resume:
             if self.last_path.exists():
                 raise CheckpointError(f"{self.last_path} exists: pass --resume to continue that run, or choose "
