@@ -9,6 +9,7 @@ prefix: learned per-layer key/value prefixes (minigpt/prefix.py), GPT-2 frozen.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from pathlib import Path
@@ -37,7 +38,8 @@ def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_f
                    help=f"a preset ({', '.join(PRESETS)}: downloaded once into the cache), a directory in the "
                         "Hugging Face layout (config.json, model.safetensors or pytorch_model.bin, vocab.json, "
                         "merges.txt), or 'scratch' for a randomly initialised model of --scratch-config")
-    g.add_argument("--scratch-config", default="n_layer=4,n_head=4,n_embd=256,n_positions=512",
+    g.add_argument("--scratch-config", type=scratch_config_text,
+                   default="n_layer=4,n_head=4,n_embd=256,n_positions=512",
                    help="with --model scratch: GPT2Config fields as key=value,... (vocab size from the tokenizer)")
     g.add_argument("--tokenizer", default=None,
                    help="directory with vocab.json + merges.txt (default: the model directory; required with "
@@ -58,13 +60,37 @@ def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_f
         g.add_argument("--prefix-hidden", type=number(int, 0), default=512, help="hidden size of the prefix MLP (0: no MLP)")
 
 
-def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:
+SCRATCH_FIELDS = ("n_positions", "n_embd", "n_layer", "n_head", "dropout", "layer_norm_epsilon", "eos_token_id")
+
+
+def scratch_fields(text: str) -> dict:
+    """--scratch-config 'n_layer=4,n_head=4,...' -> {field: value}; ValueError naming the item at fault."""
     fields = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--scratch-config: expected key=value, got {item!r}")
-        fields[key.strip()] = float(value) if key.strip() in ("dropout", "layer_norm_epsilon") else int(value)
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in SCRATCH_FIELDS:
+            raise ValueError(f"--scratch-config: expected key=value with a key among {', '.join(SCRATCH_FIELDS)}, "
+                             f"got {item!r}")
+        kind = float if key in ("dropout", "layer_norm_epsilon") else int
+        try:
+            fields[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"--scratch-config: {key} must be {'a number' if kind is float else 'an integer'}, "
+                             f"got {value!r}") from None
+    return fields
+
+
+def scratch_config_text(text: str) -> str:
+    """argparse type of --scratch-config: checked when the command line is parsed, kept as text."""
+    try:
+        GPT2Config(vocab_size=1, **scratch_fields(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--scratch-config: ")) from None
+    return text
+
+
+def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:
+    fields = scratch_fields(text)
     if dropout is not None:
         fields["dropout"] = dropout
     try:

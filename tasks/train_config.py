@@ -79,6 +79,15 @@ _HELP = {
 }
 
 
+def warmup(text: str) -> float:
+    """--warmup: a fraction of the steps below 1, a whole number of steps from 1 on."""
+    value = number(float, 0)(text)
+    if value >= 1 and value != int(value):
+        raise argparse.ArgumentTypeError(f"below 1 it is a fraction of the steps, from 1 on a whole number of "
+                                         f"steps; got {text}")
+    return value
+
+
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     """Add the trainer's flags (--epochs, --lr, ...) to a task's parser; `defaults` overrides TrainConfig's."""
     names = {f.name for f in fields(TrainConfig)}
@@ -102,8 +111,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
                                help=f"{help_text} (default: %(default)s)")
         else:
             kind = {"int": int, "float": float}[types[name]]
-            group.add_argument(flag, type=number(kind, AT_LEAST[name]), default=d[name],
-                               help=f"{help_text} (default: %(default)s)")
+            parse = warmup if name == "warmup" else number(kind, AT_LEAST[name])
+            group.add_argument(flag, type=parse, default=d[name], help=f"{help_text} (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -147,7 +147,10 @@ CASES = [
     ("sonnet-max-new-tokens-beyond-context", lambda r: sonnet(r, "--max-new-tokens", "600"), "--max-new-tokens"),
     ("generate-max-new-tokens-beyond-context", lambda r: generate(r, "--max-new-tokens", "300"),
      "--max-new-tokens"),
-    ("sonnet-warmup-fraction-above-1", lambda r: sonnet(r, "--warmup", "2.5"), "--warmup"),
+    ("sentiment-warmup-fraction-above-1", lambda r: sentiment(r, "--warmup", "2.5"), "--warmup"),
+    ("sonnet-scratch-config-unknown-key", lambda r: sonnet(r, "--scratch-config", "n_layers=2"), "--scratch-config"),
+    ("sonnet-scratch-config-not-a-number", lambda r: sonnet(r, "--scratch-config", "n_embd=big"), "--scratch-config"),
+    ("sonnet-scratch-config-heads", lambda r: sonnet(r, "--scratch-config", "n_embd=30,n_head=4"), "--scratch-config"),
     # bad files
     ("config-epsilon-string", lambda r: generate(r, model=model_variant(r, "m-eps", {"layer_norm_epsilon": "1e-5"})),
      "layer_norm_epsilon"),
