@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         with out_dir_lock(args):
             result = args._main(args)
     except KeyboardInterrupt:
-        print("\ninterrupted; checkpoints written so far are kept (use --resume to continue)", file=sys.stderr)
+        out_dir = getattr(args, "out_dir", None)
+        if out_dir and os.path.isfile(os.path.join(out_dir, "last.pt")):
+            print(f"\ninterrupted; {out_dir}/last.pt is kept: add --resume to continue", file=sys.stderr)
+        else:
+            print("\ninterrupted before any checkpoint was written: run again to start", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file, line or flag at fault
         if os.environ.get("MINIGPT_DEBUG"):

@@ -230,3 +230,18 @@ def test_epochs_0_does_not_say_parameters_train(files, caplog):
     assert run.main(sonnet(files, "--epochs", "0", "--out-dir", str(files / "out-e0"), "--skip-test",
                            "--max-new-tokens", "4")) == 0
     assert "parameters train" not in caplog.text and "--epochs 0: no training" in caplog.text
+
+
+def test_ctrl_c_suggests_resume_only_when_a_checkpoint_exists(tmp_path, monkeypatch, capsys):
+    import tasks.sonnet
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks.sonnet, "main", interrupted)
+    assert run.main(["sonnet", "--out-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "run again" in err
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert run.main(["sonnet", "--out-dir", str(tmp_path)]) == 130
+    assert "add --resume" in capsys.readouterr().err
