@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -26,6 +27,9 @@ BENCHMARKS = {
     "decoding": "bench.decoding",  # every decoder vs transformers' generate; chrF and MBR vs sacrebleu
     "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
 }
+
+# tasks that write into --out-dir: one run per directory at a time (tasks/out_dir_lock.py)
+LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
 
 # subcommand -> (module with add_arguments(parser) and main(args), one-line help)
 COMMANDS = {
@@ -38,6 +42,14 @@ COMMANDS = {
     "compare": ("cli.compare", "is a gap real? scores with 95% intervals and paired p-values (chrF, accuracy, F1)"),
     "sweep": ("cli.sweep", "hyperparameter search: one resumable run of a task per setting, ranked by dev metric"),
 }
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """A mistake on the command line is one line naming the flag, and exit status 1 like every other user error:
+    `run.py sonnet: error: argument --lr: must be >= 0, got -1 (see run.py sonnet --help)`."""
+
+    def error(self, message):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -60,7 +72,7 @@ def add_subcommand(sub, name: str, module_name: str, help_text: str, load: bool)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -76,15 +88,28 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def out_dir_lock(args):
+    """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
+    if args.command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
+        return contextlib.nullcontext()
+    from tasks.out_dir_lock import locked
+    return locked(args.out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. Errors about the user's input (bad files, flags, data) print one clear line, not a
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
-        result = args._main(args)
+        with out_dir_lock(args):
+            result = args._main(args)
     except KeyboardInterrupt:
-        print("\ninterrupted; checkpoints written so far are kept (use --resume to continue)", file=sys.stderr)
+        out_dir = getattr(args, "out_dir", None)
+        if out_dir and os.path.isfile(os.path.join(out_dir, "last.pt")):
+            print(f"\ninterrupted; {out_dir}/last.pt is kept: add --resume to continue", file=sys.stderr)
+        else:
+            print("\ninterrupted before any checkpoint was written: run again to start", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file, line or flag at fault
         if os.environ.get("MINIGPT_DEBUG"):

@@ -10,6 +10,8 @@ import torch
 from decoding.options import add_decoder_arguments, generate_from_args
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
+from tasks.arg_types import device_name, number
+from tasks.distributed import resolve_device
 
 
 def add_arguments(parser) -> None:
@@ -19,18 +21,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", default=None, help="directory with vocab.json + merges.txt (default: the "
                                                           "model directory)")
     parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate after the prompt")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    parser.add_argument("--max-new-tokens", type=number(int, 1), default=50,
+                        help="tokens to generate after the prompt (prompt + these must fit the model's context)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     add_decoder_arguments(parser)
 
 
 def main(args) -> int:
+    device = resolve_device(args.device)
     tokenizer = Tokenizer.from_dir(args.tokenizer or resolve_model_dir(args.model))
-    model = load_pretrained(args.model, device=args.device).eval()
     ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ValueError("--prompt is empty: give at least one token of text to continue")
-    input_ids = torch.tensor([ids], device=args.device)
+    model = load_pretrained(args.model, device=device).eval()
+    context = model.config.n_positions
+    if len(ids) + args.max_new_tokens > context:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: the prompt's {len(ids)} tokens plus these exceed "
+                         f"the model's context of {context} positions (at most {max(context - len(ids), 0)})")
+    input_ids = torch.tensor([ids], device=device)
     out = generate_from_args(model, input_ids, args, max_new_tokens=args.max_new_tokens,
                              eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
     print(tokenizer.decode(out[0].tolist()))

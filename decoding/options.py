@@ -31,6 +31,8 @@ def number(kind, low=None, high=None, low_open=False, what=""):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):  # nan, inf: never a setting
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         too_low = low is not None and (value <= low if low_open else value < low)
         if too_low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
@@ -66,7 +68,7 @@ def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) ->
                    help="contrastive: CTRL repetition penalty on tokens already present (1.0 = off, > 1 = fewer "
                         "repeats)")
     g.add_argument("--num-beams", type=number(int, 1, what=">= 1"), default=5, help="beam/mbr/ensemble: beams")
-    g.add_argument("--length-penalty", type=float, default=0.6,
+    g.add_argument("--length-penalty", type=number(float, what="finite"), default=0.6,
                    help="beam/mbr/ensemble: score = log-prob / length ** this (> 0 favours longer outputs)")
     g.add_argument("--no-repeat-ngram-size", type=number(int, 0, what=">= 0"), default=3,
                    help="beam/mbr/ensemble: never repeat an n-gram of this size (0 = off)")

@@ -31,6 +31,8 @@ import pickle
 import re
 import shutil
 import sys
+import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -157,16 +159,23 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
 
 
 def atomic_write(path: Path, write) -> None:
-    """write(f) into path.tmp-<pid>, flush it to disk, then rename: readers see the old file or the new one."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """write(f) into a temporary file of a unique name beside `path`, flush it to disk, then rename: readers see
+    the old file or the new one. A failure (a full disk: OSError, or RuntimeError from torch) removes the
+    temporary file and raises OSError naming `path` and the cause."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, NotImplementedError):  # a programming error (e.g. a meta tensor), not the disk
+            raise
+        cause = f"{e.strerror} (errno {e.errno})" if isinstance(e, OSError) and e.strerror else str(e)
+        raise OSError(f"could not write {path}: {cause}; the file as it was before is untouched") from e
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
 
 
 # ----- pytorch_model.bin and sharded checkpoints ------------------------------------------------------------------
@@ -310,11 +319,33 @@ def load_pretrained(name_or_dir: str | Path, dtype: torch.dtype | str | None = N
         model = GPT2(cfg)
     weights = find_weights(model_dir)
     state = hf_state_dict_to_minigpt(read_weights(weights), model, weights)
+    check_dtypes(state, model, weights)
     for name, t in state.items():  # one copy each, out of the memory map, into the requested dtype and device
         state[name] = t.to(device, dtype if t.is_floating_point() else None, copy=True,
                            memory_format=torch.contiguous_format)
+    warn_non_finite(state, weights)
     model.load_state_dict(state, assign=True)
     return model.eval()
+
+
+def check_dtypes(state: dict[str, torch.Tensor], model: GPT2, source) -> None:
+    """A weight stored as integers or booleans cannot be a trainable parameter: refuse it, naming the tensor."""
+    expected = model.state_dict()
+    for name, t in state.items():
+        if expected[name].is_floating_point() and not t.is_floating_point():
+            raise ValueError(f"{source}: tensor {name} is stored as {DTYPE_NAMES.get(t.dtype, t.dtype)}, but it is "
+                             "a weight, which needs a floating-point dtype (F32, F16 or BF16)")
+
+
+def warn_non_finite(state: dict[str, torch.Tensor], source) -> list[str]:
+    """Warn, naming them, about tensors holding NaN or infinity (text generated from them is garbage; the
+    trainer refuses to train from them). Returns their names."""
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        warnings.warn(f"{source}: {len(bad)} tensor(s) hold NaN or infinity: {shown}; these weights give "
+                      "meaningless outputs and cannot be trained", stacklevel=3)
+    return bad
 
 
 def save_pretrained(model: GPT2, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:

@@ -6,6 +6,7 @@ Table 2) differ only in depth and width; everything else (vocabulary, context le
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,6 +18,17 @@ PRESETS = {
     "gpt2-large": (36, 20, 1280),  # 774M
     "gpt2-xl": (48, 25, 1600),  # 1558M
 }
+
+
+# config.json keys minigpt reads -> the JSON type each must have
+HF_TYPES = {"vocab_size": int, "n_positions": int, "n_ctx": int, "n_embd": int, "n_layer": int, "n_head": int,
+            "eos_token_id": int, "resid_pdrop": float, "embd_pdrop": float, "attn_pdrop": float,
+            "layer_norm_epsilon": float}
+
+
+def _is_number(value) -> bool:
+    """An int or a finite float, not a bool (JSON's true would pass isinstance(value, int))."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 @dataclass
@@ -44,8 +56,12 @@ class GPT2Config:
                 f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), "
                 "since each head gets n_embd / n_head dimensions"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPT2Config.dropout must be in [0, 1), got {self.dropout}")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPT2Config.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
+            raise ValueError(f"GPT2Config.layer_norm_epsilon must be a number > 0, got {self.layer_norm_epsilon!r}")
+        if type(self.eos_token_id) is not int or self.eos_token_id < 0:
+            raise ValueError(f"GPT2Config.eos_token_id must be a non-negative integer, got {self.eos_token_id!r}")
 
     @property
     def head_dim(self) -> int:
@@ -65,6 +81,10 @@ class GPT2Config:
         missing = [k for k in ("vocab_size", "n_embd", "n_layer", "n_head") if k not in d]
         if missing:
             raise ValueError(f"{source}: missing GPT-2 keys {missing}")
+        for key, kind in HF_TYPES.items():  # a string or a float where a count belongs fails here, not mid-forward
+            if key in d and not (type(d[key]) is int if kind is int else _is_number(d[key])):
+                want = "an integer" if kind is int else "a number"
+                raise ValueError(f"{source}: {key} must be {want}, got {d[key]!r} ({type(d[key]).__name__})")
         act = d.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
@@ -76,16 +96,19 @@ class GPT2Config:
         rates = {d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
         if len(rates) > 1:
             warnings.warn(f"{source}: differing dropout rates {sorted(rates)}; minigpt uses resid_pdrop for all")
-        return cls(
-            vocab_size=d["vocab_size"],
-            n_positions=d.get("n_positions", d.get("n_ctx", 1024)),
-            n_embd=d["n_embd"],
-            n_layer=d["n_layer"],
-            n_head=d["n_head"],
-            dropout=d.get("resid_pdrop", 0.1),
-            layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
-            eos_token_id=d.get("eos_token_id", 50256),
-        )
+        try:
+            return cls(
+                vocab_size=d["vocab_size"],
+                n_positions=d.get("n_positions", d.get("n_ctx", 1024)),
+                n_embd=d["n_embd"],
+                n_layer=d["n_layer"],
+                n_head=d["n_head"],
+                dropout=d.get("resid_pdrop", 0.1),
+                layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
+                eos_token_id=d.get("eos_token_id", 50256),
+            )
+        except ValueError as e:  # a value out of range: name the file
+            raise ValueError(f"{source}: {e}") from None
 
     def to_hf_dict(self) -> dict:
         return {

@@ -10,8 +10,9 @@ Files in a run's out_dir:
                          presence marks a finished run (`run.py sweep` skips those)
 
 Atomic write: a crash (SIGKILL, power loss, full disk) must never leave a half-written file under a checkpoint's
-name. So each file is written to `X.tmp` in the same directory, flushed to disk (fsync), then renamed over `X`
-(os.replace is atomic on POSIX and Windows): readers see either the old complete file or the new complete one.
+name. So each file is written to a temporary `X.<random>.tmp` in the same directory (removed when the write
+fails), flushed to disk (fsync), then renamed over `X` (os.replace is atomic on POSIX and Windows): readers see
+either the old complete file or the new complete one.
 
 Every file loads with `torch.load(..., weights_only=True)`: only tensors and plain Python values, so loading a
 checkpoint never runs code.
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,24 +47,41 @@ def best_path(out_dir: str | Path, epoch: int) -> Path:
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")  # a name no one else uses
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # the atomic step: `path` now names the complete new file
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         try:
-            tmp.unlink(missing_ok=True)
+            os.unlink(tmp)
         except OSError:
             pass
-        reason = e.strerror or str(e)
-        raise CheckpointError(
-            f"could not write {path}: {reason} (errno {e.errno}); "
-            f"files already in {path.parent} are untouched (free space or fix permissions, then --resume)"
-        ) from e
+        raise CheckpointError(f"could not write {path}: {write_failure(e, path.parent)}; files already in "
+                              f"{path.parent} are untouched ({next_step(path.parent)})") from e
     _fsync_dir(path.parent)
+
+
+def write_failure(e: Exception, directory: Path) -> str:
+    """Why a write failed, in words: the OS's reason, or for torch's own errors the free space left."""
+    if isinstance(e, OSError):
+        return f"{e.strerror or e} (errno {e.errno})"
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 1024 * 1024:
+        return f"No space left on device ({free:,} bytes free; torch: {e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def next_step(directory: Path) -> str:
+    """What to do after a failed write: --resume only when there is a checkpoint to resume from."""
+    if (Path(directory) / LAST).is_file():
+        return "free space or fix permissions, then --resume"
+    return "free space or fix permissions, then run again"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -104,6 +125,10 @@ def load_file(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # it asks to build Python objects: loading it could run code
+        raise CheckpointError(f"{path} is not a minigpt checkpoint: it holds Python objects other than tensors "
+                              "and plain values, which could run code when loaded. Do not load it with "
+                              "weights_only=False; delete it, or use a checkpoint minigpt wrote") from None
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file raises many different errors
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
 
@@ -120,27 +145,6 @@ def signature_mismatches(saved: dict[str, list[int]], current: dict[str, list[in
     problems += [f"{n}: in the model, not in the checkpoint" for n in current if n not in saved]
     problems += [f"{n}: in the checkpoint, not in the model" for n in saved if n not in current]
     return problems
-
-
-# Settings that decide the numbers a run produces: resuming with different values would not reproduce it.
-RUN_DEFINING = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
-
-
-def check_same_run(ckpt: dict, path: Path, signature: dict, config: dict, n_train: int) -> None:
-    """Refuse (CheckpointError) to resume from another model's checkpoint or from a run with other settings."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a trainer checkpoint (format {FORMAT!r}); --resume needs the "
-                              "last.pt that train() wrote")
-    problems = signature_mismatches(ckpt["signature"], signature)
-    if problems:
-        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
-        raise CheckpointError(f"{path} holds a different model ({len(problems)} differences):\n  {shown}")
-    changed = [f"{k}: {ckpt['config'][k]!r} -> {config[k]!r}" for k in RUN_DEFINING if ckpt["config"][k] != config[k]]
-    if ckpt["n_train"] != n_train:
-        changed.append(f"training examples: {ckpt['n_train']} -> {n_train}")
-    if changed:
-        raise CheckpointError(f"--resume: {path} was written by a run with other settings ({'; '.join(changed)}); "
-                              "continuing would not reproduce it. Use the old values, or a new --out-dir.")
 
 
 def capture_rng_state(device: torch.device) -> dict:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from minigpt.checkpoint import load_safetensors, save_safetensors
 from tasks.checkpointing import write_result
 from tasks.classifier import POOLINGS
+from tasks.arg_types import number
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from tasks.distributed import get_world_size
@@ -199,10 +200,10 @@ def add_data_arguments(parser, max_length: int) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data-dir", default=None,
                    help="directory of the course data files (None: $MINIGPT_DATA, else data/)")
-    g.add_argument("--max-length", type=int, default=max_length,
+    g.add_argument("--max-length", type=number(int, 1), default=max_length,
                    help="tokens per text; longer texts are cut (the count is logged)")
-    g.add_argument("--eval-batch-size", type=int, default=64, help="examples per batch when predicting")
-    g.add_argument("--limit", type=int, default=0,
+    g.add_argument("--eval-batch-size", type=number(int, 1), default=64, help="examples per batch when predicting")
+    g.add_argument("--limit", type=number(int, 0), default=0,
                    help="smoke runs only: keep the first N examples of every split (0: all)")
 
 
@@ -211,12 +212,12 @@ def add_method_arguments(parser, pooling: bool = True) -> None:
     if pooling:
         g.add_argument("--pooling", choices=POOLINGS, default="last",
                        help="last: the hidden state of the last real token; mean: the mean over real tokens")
-    g.add_argument("--rdrop", type=float, default=0.0, metavar="ALPHA",
+    g.add_argument("--rdrop", type=number(float, 0), default=0.0, metavar="ALPHA",
                    help="R-Drop (Liang et al. 2021): two dropout passes, CE on both + ALPHA * symmetric KL (0: off)")
-    g.add_argument("--simcse", type=float, default=0.0, metavar="WEIGHT",
+    g.add_argument("--simcse", type=number(float, 0), default=0.0, metavar="WEIGHT",
                    help="unsupervised SimCSE (Gao et al. 2021): + WEIGHT * InfoNCE between two dropout views of "
                         "the pooled embeddings, in-batch negatives (0: off)")
-    g.add_argument("--simcse-temp", type=float, default=0.05, help="SimCSE temperature tau")
+    g.add_argument("--simcse-temp", type=number(float, 0, low_open=True), default=0.05, help="SimCSE temperature tau")
     g.add_argument("--augment", default=None, metavar="FILE",
                    help="back-translation: extra training rows in the training file's format (tasks/augment.py)")
     g.add_argument("--load-head", default=None, metavar="FILE",

@@ -111,10 +111,14 @@ def resolve_data_dir(arg: str | os.PathLike | None = None, must_exist: bool = Tr
     return path
 
 
+FILES_USED: dict[str, Path] = {}  # name -> path of every data file data_file() found in this process
+
+
 def data_file(data_dir: str | os.PathLike, name: str) -> Path:
     """data_dir / name, or MissingDataError naming the file, its expected format and where to get it."""
     path = Path(data_dir) / name
     if path.is_file():
+        FILES_USED[name] = path  # the run's record for --resume fingerprints it (tasks/run_settings.py)
         return path
     fmt, source = COURSE_FILES.get(name, ("see data/README.md", "see data/README.md"))
     raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}")
@@ -144,7 +148,7 @@ def _check_header(path: Path, header: list[str], columns: Sequence[str], label_c
         raise DataError(f"{path}:1: the header {header[0]!r} has no tabs; these files are tab-separated")
     if labeled and label_col not in header:
         raise DataError(f"{path}:1: no {label_col!r} column (header {header}): this looks like a test-student "
-                        f"file without labels; read it with labeled=False")
+                        f"file without labels, but a train/dev file with labels was expected here")
     if not labeled and label_col in header:
         raise DataError(f"{path}:1: a {label_col!r} column (header {header}): this looks like a train/dev file "
                         f"with labels, but a test-student file was expected")

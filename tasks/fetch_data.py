@@ -315,7 +315,8 @@ def fetch_data(data_dir, what=("sonnets", "sst", "quora"), urls: dict[str, str] 
             failures.append(f"{name}: {raw} is not in the expected form ({e}).\n  Delete it and run "
                             f"`python run.py download data` again, or put these files there yourself:\n"
                             f"{_by_hand(name, data_dir)}")
-    if "cfimdb" not in what and not all((data_dir / f).is_file() for f in OUTPUTS["cfimdb"]):
+    sentiment = "sst" in what and "cfimdb" not in what  # the notice belongs to the sentiment data sets only
+    if sentiment and not all((data_dir / f).is_file() for f in OUTPUTS["cfimdb"]):
         logger.warning(_cfimdb_message(data_dir))
     if failures:
         raise FetchError("\n\n".join(failures))

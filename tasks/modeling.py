@@ -9,6 +9,7 @@ prefix: learned per-layer key/value prefixes (minigpt/prefix.py), GPT-2 frozen.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from minigpt.checkpoint import atomic_write, resolve_model_dir, save_safetensors
 from minigpt.config import PRESETS
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
 from minigpt.prefix import PrefixTuning
+from tasks.arg_types import number
 
 FINETUNE_HELP = {
     "full": "every weight trains",
@@ -36,32 +38,59 @@ def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_f
                    help=f"a preset ({', '.join(PRESETS)}: downloaded once into the cache), a directory in the "
                         "Hugging Face layout (config.json, model.safetensors or pytorch_model.bin, vocab.json, "
                         "merges.txt), or 'scratch' for a randomly initialised model of --scratch-config")
-    g.add_argument("--scratch-config", default="n_layer=4,n_head=4,n_embd=256,n_positions=512",
+    g.add_argument("--scratch-config", type=scratch_config_text,
+                   default="n_layer=4,n_head=4,n_embd=256,n_positions=512",
                    help="with --model scratch: GPT2Config fields as key=value,... (vocab size from the tokenizer)")
     g.add_argument("--tokenizer", default=None,
                    help="directory with vocab.json + merges.txt (default: the model directory; required with "
                         "--model scratch)")
-    g.add_argument("--dropout", type=float, default=None, help="override the checkpoint's dropout rate")
+    g.add_argument("--dropout", type=number(float, 0, 1, high_open=True), default=None, help="override the checkpoint's dropout rate")
     lines = "; ".join(f"{k}: {FINETUNE_HELP[k]}" for k in finetune_choices)
     g.add_argument("--finetune", choices=finetune_choices, default=default_finetune, help=lines)
     if {"lora", "dora"} & set(finetune_choices):
-        g.add_argument("--lora-r", type=int, default=8, help="adapter rank r")
-        g.add_argument("--lora-alpha", type=float, default=16, help="adapter scale: the update is alpha/r * BA")
-        g.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the adapter's input")
+        g.add_argument("--lora-r", type=number(int, 1), default=8, help="adapter rank r")
+        g.add_argument("--lora-alpha", type=number(float, 0, low_open=True), default=16,
+                       help="adapter scale: the update is alpha/r * BA")
+        g.add_argument("--lora-dropout", type=number(float, 0, 1, high_open=True), default=0.1,
+                       help="dropout on the adapter's input")
         g.add_argument("--lora-targets", nargs="+", default=["attn.c_attn", "attn.c_proj"],
                        help="projections that get adapters (add mlp.c_fc mlp.c_proj for the MLP)")
     if "prefix" in finetune_choices:
-        g.add_argument("--prefix-length", type=int, default=10, help="prefix key/value positions per layer")
-        g.add_argument("--prefix-hidden", type=int, default=512, help="hidden size of the prefix MLP (0: no MLP)")
+        g.add_argument("--prefix-length", type=number(int, 1), default=10, help="prefix key/value positions per layer")
+        g.add_argument("--prefix-hidden", type=number(int, 0), default=512, help="hidden size of the prefix MLP (0: no MLP)")
+
+
+SCRATCH_FIELDS = ("n_positions", "n_embd", "n_layer", "n_head", "dropout", "layer_norm_epsilon", "eos_token_id")
+
+
+def scratch_fields(text: str) -> dict:
+    """--scratch-config 'n_layer=4,n_head=4,...' -> {field: value}; ValueError naming the item at fault."""
+    fields = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in SCRATCH_FIELDS:
+            raise ValueError(f"--scratch-config: expected key=value with a key among {', '.join(SCRATCH_FIELDS)}, "
+                             f"got {item!r}")
+        kind = float if key in ("dropout", "layer_norm_epsilon") else int
+        try:
+            fields[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"--scratch-config: {key} must be {'a number' if kind is float else 'an integer'}, "
+                             f"got {value!r}") from None
+    return fields
+
+
+def scratch_config_text(text: str) -> str:
+    """argparse type of --scratch-config: checked when the command line is parsed, kept as text."""
+    try:
+        GPT2Config(vocab_size=1, **scratch_fields(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--scratch-config: ")) from None
+    return text
 
 
 def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:
-    fields = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--scratch-config: expected key=value, got {item!r}")
-        fields[key.strip()] = float(value) if key.strip() in ("dropout", "layer_norm_epsilon") else int(value)
+    fields = scratch_fields(text)
     if dropout is not None:
         fields["dropout"] = dropout
     try:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from tasks.arg_types import number
 from tasks.augment import read_augment_pairs
 from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
                                   export_model, limit, load_head, max_length_for, report_dev, say,
@@ -48,7 +49,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--adversarial", action="store_true",
                    help="add hard negatives: the most word-overlapping non-duplicates again, and duplicates "
                         "with a number, a negation or a name changed")
-    g.add_argument("--adversarial-ratio", type=float, default=0.1,
+    g.add_argument("--adversarial-ratio", type=number(float, 0), default=0.1,
                    help="hard negatives added, as a fraction of the training set (half mined, half perturbed)")
     add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
     add_training_arguments(parser, epochs=10, batch_size=96, lr=2e-5, out_dir="runs/paraphrase")

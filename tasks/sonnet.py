@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf, corpus_chrf_interval
 from decoding.options import add_decoder_arguments, generate_from_args
+from tasks.arg_types import number
 from tasks.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
@@ -41,11 +42,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with sonnets.txt, sonnets_held_out_dev.txt, TRUE_sonnets_held_out_dev.txt, "
                              "sonnets_held_out.txt (default: $MINIGPT_DATA or data/; `python run.py download data`)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated after each prompt")
-    parser.add_argument("--max-lines", type=int, default=14,
+    parser.add_argument("--max-new-tokens", type=number(int, 1), default=128, help="tokens generated after each prompt")
+    parser.add_argument("--max-lines", type=number(int, 0), default=14,
                         help="keep at most this many lines of each generated sonnet, prompt included (a sonnet "
                              "has 14; 0 = keep everything the decoder wrote)")
-    parser.add_argument("--dev-limit", type=int, default=0,
+    parser.add_argument("--dev-limit", type=number(int, 0), default=0,
                         help="evaluate each epoch on the first N dev prompts only (0 = all 12); for quick CPU runs")
     parser.add_argument("--skip-test", action="store_true", help="do not write generations for the test prompts")
     add_model_arguments(parser, finetune_choices=("full", "lora", "dora", "prefix"), default_finetune="full")
@@ -57,19 +58,47 @@ def add_arguments(parser) -> None:
 
 # ----- data ---------------------------------------------------------------------------------------------------
 def load_sonnet_data(data_dir: Path):
-    """(training sonnets, dev prompts, true dev sonnets, dev numbers, test prompts, test numbers)."""
+    """(training sonnets, dev prompts, true dev sonnets, dev numbers, test prompts, test numbers); the true dev
+    sonnets are put in the order of the prompts, matched by sonnet number."""
     train_text = read_sonnets(data_file(data_dir, "sonnets.txt"))
     dev_path = data_file(data_dir, "sonnets_held_out_dev.txt")
     true_path = data_file(data_dir, "TRUE_sonnets_held_out_dev.txt")
-    dev_prompts, dev_true = read_sonnets(dev_path), read_sonnets(true_path)
-    if len(dev_prompts) != len(dev_true):
-        raise DataError(f"{dev_path} holds {len(dev_prompts)} prompts but {true_path} holds {len(dev_true)} "
-                        "sonnets: the n-th prompt is scored against the n-th true sonnet, so the counts must match")
-    check_prompts(dev_path, dev_prompts, sonnet_numbers(dev_path))
+    dev_prompts, dev_numbers = read_sonnets(dev_path), sonnet_numbers(dev_path)
+    check_prompts(dev_path, dev_prompts, dev_numbers)
+    dev_true = pair_by_number(dev_path, dev_numbers, true_path, read_sonnets(true_path), sonnet_numbers(true_path))
     test_path = data_file(data_dir, "sonnets_held_out.txt")
     test_prompts, test_numbers = read_sonnets(test_path), sonnet_numbers(test_path)
     check_prompts(test_path, test_prompts, test_numbers)
-    return train_text, dev_prompts, dev_true, sonnet_numbers(dev_path), test_prompts, test_numbers
+    return train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers
+
+
+def pair_by_number(prompt_path: Path, prompt_numbers: list[int], true_path: Path, true_sonnets: list[str],
+                   true_numbers: list[int]) -> list[str]:
+    """The true sonnet of each prompt's number, in the prompts' order (the files may list them in any order);
+    a number twice in a file, or in one file and not the other, is a DataError naming it."""
+    for path, numbers in ((prompt_path, prompt_numbers), (true_path, true_numbers)):
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        if twice:
+            raise DataError(f"{path}: sonnet {twice[0]} appears more than once")
+    counts = (f"{prompt_path} holds {len(prompt_numbers)} prompts, {true_path} holds {len(true_numbers)} "
+              "sonnets; each prompt is scored against the true sonnet of the same number")
+    for n in prompt_numbers:
+        if n not in true_numbers:
+            raise DataError(f"sonnet {n} has a prompt but no true sonnet in {true_path} ({counts})")
+    for n in true_numbers:
+        if n not in prompt_numbers:
+            raise DataError(f"sonnet {n} is in {true_path} but has no prompt in {prompt_path} ({counts})")
+    by_number = dict(zip(true_numbers, true_sonnets))
+    return [by_number[n] for n in prompt_numbers]
+
+
+def check_context(tokenizer, prompts: list[str], max_new_tokens: int, n_positions: int) -> None:
+    """Every prompt plus --max-new-tokens must fit the model's context: checked before any training step."""
+    longest = max((len(tokenizer.encode(p + "\n")) for p in prompts), default=0)
+    if longest + max_new_tokens > n_positions:
+        raise ValueError(f"--max-new-tokens {max_new_tokens}: the longest prompt ({longest} tokens) plus these "
+                         f"exceed the model's context of {n_positions} positions (at most "
+                         f"{max(n_positions - longest, 0)})")
 
 
 def check_prompts(path: Path, prompts: list[str], numbers: list[int]) -> None:
@@ -180,12 +209,14 @@ def main(args) -> int:
     logger.info(describe_floors(floors))
     seed_everything(cfg.seed)
     model, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
+    check_context(tokenizer, dev_prompts + test_prompts, args.max_new_tokens, model.config.n_positions)
     # --epochs 0 decodes with the model as loaded: no adapters or prefixes (they would start untrained)
     module = apply_finetune(model, args) if cfg.epochs > 0 else model.eval()
     trainable, total = count_trainable(module)
+    what = (f"--finetune {args.finetune}: {trainable:,} of {total:,} parameters train" if cfg.epochs > 0 else
+            f"--epochs 0: no training, the {total:,} parameters of the model as loaded decode")
     logger.info(f"sonnet: {len(train_text)} training sonnets, {len(dev_prompts)} dev prompts, "
-                f"{len(test_prompts)} test prompts; --finetune {args.finetune}: {trainable:,} of {total:,} "
-                f"parameters train; decoder {args.decoder}; --protocol {args.protocol}")
+                f"{len(test_prompts)} test prompts; {what}; decoder {args.decoder}; --protocol {args.protocol}")
     evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, args)
     best_epoch = None  # --epochs 0: the model as loaded
     if cfg.epochs > 0:

@@ -28,8 +28,9 @@ One optimizer step, with P processes (torchrun), accumulation A and batch size B
 
 Resume (--resume) continues from out_dir/last.pt exactly: same data order, position within the epoch, optimizer,
 schedule and RNG states, so a killed and resumed run ends with the same weights as an uninterrupted one.
-Settings that define the run's numbers (checkpointing.RUN_DEFINING: seed, batch size, accumulation, epochs, lr,
-weight decay, warmup, clipping, amp) and the training set's size must not change on resume: train() refuses.
+Everything that defines the run's numbers must not change on resume (tasks/run_settings.py: every parsed flag,
+the model's shapes and config, the data files' sizes and hashes, the training set's size): train() refuses,
+listing every difference. The output directory is locked for the run (tasks/out_dir_lock.py).
 What the files hold is described in checkpointing.py; last.pt stores the full module state_dict (for LoRA and
 prefix-tuning that includes the frozen base: simple and robust, at the cost of disk space).
 """
@@ -51,11 +52,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from tasks.checkpointing import (FORMAT, LAST, METRICS, CheckpointError, atomic_save, atomic_write_text,
-                                 best_path, capture_rng_state, check_same_run, load_file, model_signature,
-                                 remove_stale_best, restore_rng_state, update_best)
+                                 best_path, capture_rng_state, load_file, model_signature, remove_stale_best,
+                                 restore_rng_state, update_best)
 from tasks.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                init_distributed, is_main_process, resolve_device, run_on_main)
 from tasks.optimization import build_optimizer, build_scheduler
+from tasks.out_dir_lock import locked
+from tasks.run_settings import check_same_run, run_record
 from tasks.train_config import TrainConfig, add_training_arguments, config_from_args  # noqa: F401 (re-exported)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "CheckpointError", "train", "seed_everything",
@@ -145,12 +148,14 @@ def train(model: nn.Module, train_data: Sequence, collate: Callable[[list], dict
         raise ValueError("train(evaluate=...) also needs metric=: the key of evaluate()'s dict that picks the "
                          "best checkpoints (higher is better), e.g. metric='dev_accuracy'")
     device = resolve_device(cfg.device)
-    created_group = init_distributed(device)
-    try:
-        return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
-    finally:
-        if created_group:
-            destroy_distributed()
+    lock = locked(cfg.out_dir) if is_main_process() else nullcontext()  # one run per out_dir
+    with lock:
+        created_group = init_distributed(device)
+        try:
+            return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
+        finally:
+            if created_group:
+                destroy_distributed()
 
 
 class _Trainer:
@@ -178,10 +183,12 @@ class _Trainer:
         self.optimizer = build_optimizer(self.module, cfg.optimizer, cfg.lr, cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, warmup, total)
         self.progress = _Progress()
+        self.record = run_record(cfg, self.module, len(train_data))
         seed_everything(cfg.seed + self.rank)  # dropout: a different stream on each rank
         run_on_main(self._prepare_out_dir)
         if cfg.resume:
             self._resume()
+        self._refuse_non_finite_start()
         self.ddp = None
         if self.world > 1:
             self.ddp = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda"
@@ -352,6 +359,8 @@ class _Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot create the output directory {self.out_dir}: {e.strerror or e}") from e
+        for tmp in self.out_dir.glob("*.tmp"):  # left by a run killed mid-write; we hold the directory's lock
+            tmp.unlink(missing_ok=True)
         if not self.cfg.resume:
             if self.last_path.exists():
                 raise CheckpointError(f"{self.last_path} exists: pass --resume to continue that run, or choose "
@@ -364,9 +373,16 @@ class _Trainer:
         ckpt = {"format": FORMAT, "model": self.module.state_dict(), "signature": model_signature(self.module),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
                 "progress": asdict(self.progress), "config": asdict(self.cfg), "world_size": self.world,
-                "n_train": len(self.data)}
+                "n_train": len(self.data), "record": self.record}
         run_on_main(lambda: atomic_save(ckpt, self.last_path))
         self.last_saved = True
+
+    def _refuse_non_finite_start(self) -> None:
+        """Weights holding NaN/inf (a broken checkpoint) give NaN losses from the first step: refuse at once."""
+        bad = [n for n, t in self.module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:5])}"
+                             f"{' ...' if len(bad) > 5 else ''}): refusing to train from them; load other weights")
 
     def _check_weights_finite(self) -> None:
         """Never write a poisoned state: a finite loss can still come with an overflowing update."""
@@ -381,7 +397,7 @@ class _Trainer:
             raise CheckpointError(f"--resume: no checkpoint at {path}; run without --resume to start, or point "
                                   "--out-dir at the run to continue")
         ckpt = load_file(path)
-        check_same_run(ckpt, path, model_signature(self.module), asdict(cfg), len(self.data))
+        check_same_run(ckpt, path, self.record)
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

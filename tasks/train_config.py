@@ -8,7 +8,14 @@ Tasks add these flags to their own parser with their own defaults, e.g.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import MISSING, dataclass, fields
+
+from tasks.arg_types import device_name, number
+
+# The smallest value of each numeric setting: refused when the command line is parsed and in TrainConfig itself.
+AT_LEAST = dict(epochs=0, batch_size=1, grad_accum=1, lr=0, weight_decay=0, warmup=0, max_grad_norm=0, seed=0,
+                keep_best=0, patience=0, save_every=0, max_steps=0, eval_every_epochs=1)
 
 
 @dataclass
@@ -34,12 +41,12 @@ class TrainConfig:
     schedule: str = "linear"  # linear: warmup then decay to 0; constant: warmup then --lr (tasks/optimization.py)
     select: str = "best"  # the weights the run ends with: the best dev epoch's, or the last epoch's
     optimizer: str = "adamw"  # adamw: minigpt/optim.py; course: minigpt/course_adamw.py
+    # every parsed flag of the task (config_from_args fills it): --resume refuses a run whose settings differ
+    settings: dict | None = None
 
     def __post_init__(self):
-        at_least = dict(epochs=0, batch_size=1, grad_accum=1, lr=0, weight_decay=0, warmup=0, max_grad_norm=0,
-                        keep_best=0, patience=0, save_every=0, max_steps=0, eval_every_epochs=1)
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
+        for name, low in AT_LEAST.items():
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < low:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be >= {low}, "
                                  f"got {getattr(self, name)}")
         for name, allowed in CHOICES.items():
@@ -71,7 +78,8 @@ _HELP = {
     "patience": "stop after this many evaluations without a better dev metric (0: never)",
     "resume": "continue the run saved in --out-dir/last.pt exactly where it stopped (same settings required)",
     "device": "auto picks cuda, then mps, then cpu",
-    "amp": "turn off bf16 autocast on CUDA (matmuls in bfloat16; weights and optimizer stay float32)",
+    "amp": "turn off bf16 autocast, which is on by default on CUDA (matmuls in bfloat16; weights and optimizer "
+           "stay float32); has no effect on CPU",
     "save_every": "also write last.pt every N optimizer steps, for --resume in the middle of an epoch (0: "
                   "only at epoch ends)",
     "max_steps": "stop after N optimizer steps in all, for smoke runs (0: no limit; the schedule is unchanged)",
@@ -84,6 +92,15 @@ _HELP = {
     "optimizer": "adamw: torch's AdamW equations (minigpt/optim.py, eps 1e-8, no decay on biases, LayerNorm and "
                  "embeddings); course: the course's optimizer.py (minigpt/course_adamw.py, eps 1e-6)",
 }
+
+
+def warmup(text: str) -> float:
+    """--warmup: a fraction of the steps below 1, a whole number of steps from 1 on."""
+    value = number(float, 0)(text)
+    if value >= 1 and value != int(value):
+        raise argparse.ArgumentTypeError(f"below 1 it is a fraction of the steps, from 1 on a whole number of "
+                                         f"steps; got {text}")
+    return value
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
@@ -99,19 +116,35 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
         if name == "resume":
             group.add_argument(flag, action="store_true", default=d["resume"], help=help_text)
         elif name == "amp":
-            group.add_argument("--no-amp", dest="amp", action="store_false", default=d["amp"], help=help_text)
+            group.add_argument("--no-amp", dest="amp", action="store_false", default=d["amp"],
+                               help=help_text + " (default: autocast " + ("on" if d["amp"] else "off") + ")")
         elif name == "out_dir":
             group.add_argument(flag, required="out_dir" not in d, default=d.get("out_dir"),
                                help=help_text + (" (default: %(default)s)" if "out_dir" in d else ""))
         elif name in CHOICES:
             group.add_argument(flag, choices=CHOICES[name], default=d[name], help=f"{help_text} (default: %(default)s)")
         elif name == "device":
-            group.add_argument(flag, default=d["device"], help=f"{help_text} (default: %(default)s)")
+            group.add_argument(flag, type=device_name, default=d["device"],
+                               help=f"{help_text} (default: %(default)s)")
         else:
             kind = {"int": int, "float": float}[types[name]]
-            group.add_argument(flag, type=kind, default=d[name], help=f"{help_text} (default: %(default)s)")
+            parse = warmup if name == "warmup" else number(kind, AT_LEAST[name])
+            group.add_argument(flag, type=parse, default=d[name], help=f"{help_text} (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed arguments (fields without a flag keep their defaults)."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    """The TrainConfig of parsed arguments (fields without a flag keep their defaults); `settings` records every
+    parsed flag of the task, so that --resume can compare all of them (tasks/run_settings.py)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**values, settings=parsed_settings(args))
+
+
+def parsed_settings(args: argparse.Namespace) -> dict:
+    """{flag's dest: value} of every parsed flag, as plain JSON values (paths as strings, tuples as lists)."""
+    def plain(value):
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value)
+    return {k: plain(v) for k, v in sorted(vars(args).items()) if not k.startswith("_") and not callable(v)}

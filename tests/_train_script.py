@@ -60,7 +60,8 @@ def dev_evaluate(dev: list[dict]):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_training_arguments(parser, epochs=3, batch_size=4, lr=3e-3, warmup=0.2, device="cpu", seed=5)
-    parser.add_argument("--kill-at-call", type=int, default=0, help="SIGKILL this process in that loss_fn call")
+    parser.add_argument("--kill-at-call", dest="_kill_at_call", type=int, default=0,  # "_": not a run setting
+                        help="SIGKILL this process in that loss_fn call")
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=24)
     args = parser.parse_args(argv)
@@ -73,7 +74,7 @@ def main(argv=None) -> None:
     def loss_fn(m, batch):
         nonlocal calls
         calls += 1
-        if calls == args.kill_at_call:
+        if calls == args._kill_at_call:
             os.kill(os.getpid(), signal.SIGKILL)
         return lm_loss(m, batch)
 

@@ -90,10 +90,14 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
 
 def test_a_failing_run_is_reported_and_the_sweep_goes_on(sonnet_setup, capsys):
     out, shared = sonnet_setup
-    assert sweep(out, ["lr=-1,1e-3"], shared) == 1  # a negative learning rate: the task refuses it
+    i = shared.index("--max-new-tokens")
+    shared = shared[:i] + shared[i + 2:]
+    # 1000 new tokens do not fit the tiny model's 256 positions: the run fails once its model is loaded
+    assert sweep(out, ["max-new-tokens=1000,16"], shared) == 1
     rows = json.loads((out / "sweep.json").read_text())
-    assert [(r["run"], r["status"]) for r in rows] == [("lr=1e-3", "done"), ("lr=-1", "failed (exit 1)")]
-    assert "lr=-1: failed with exit status 1; going on" in capsys.readouterr().out
+    assert [(r["run"], r["status"]) for r in rows] == [("max-new-tokens=16", "done"),
+                                                       ("max-new-tokens=1000", "failed (exit 1)")]
+    assert "max-new-tokens=1000: failed with exit status 1; going on" in capsys.readouterr().out
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(sonnet_setup, capsys):

@@ -1,0 +1,122 @@
+"""What defines a training run, so that --resume continues the same run or refuses with every difference listed.
+
+The record, stored in last.pt and built again on --resume:
+
+    settings   every parsed flag of the task (TrainConfig.settings, filled by config_from_args) and every
+               TrainConfig field: --pooling, --max-length, --dropout, --rdrop, ... all count, including flags
+               added later, with no list to keep up to date
+    model      the state_dict's names and shapes, and the config of every submodule that has one (GPT2Config:
+               dropout, layer_norm_epsilon, ... which the weights alone do not show)
+    files      size and SHA-256 of every data file the task read (tasks.data.data_file), of every file a flag
+               names (--augment, --load-head) and of the config and tokenizer files in a directory a flag names
+               (--model DIR, --tokenizer DIR)
+    n_train    the number of training examples
+
+Only settings that cannot change the numbers may differ: IGNORED below (where files go, the device, --resume
+itself, how often last.pt is written, where a smoke run stops: resumed runs are exact, see tasks/train.py).
+A file read by only one of the two runs is not compared (the same settings read the same files).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import torch.nn as nn
+
+from tasks.checkpointing import FORMAT, CheckpointError, model_signature, signature_mismatches
+from tasks.data import FILES_USED
+
+IGNORED = {"out_dir", "device", "resume", "save_every", "max_steps", "find_unused_parameters", "settings"}
+FIRST = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
+MODEL_DIR_FILES = ("config.json", "vocab.json", "merges.txt", "prefix_config.json")
+
+
+def run_record(cfg, module: nn.Module, n_train: int) -> dict:
+    """The record of a run (see the module docstring), made of plain values (loadable with weights_only).
+    It takes the data files read so far: the list starts empty for the next run in this process."""
+    settings = {k: v for k, v in asdict(cfg).items() if k != "settings"} | (cfg.settings or {})
+    configs = {name or "model": _plain(asdict(m.config)) for name, m in module.named_modules()
+               if dataclasses.is_dataclass(getattr(m, "config", None))}
+    return {"settings": settings, "model": {"signature": model_signature(module), "configs": configs},
+            "files": fingerprint_files(settings), "n_train": n_train}
+
+
+def fingerprint_files(settings: dict) -> dict[str, dict]:
+    """{label: {"size", "sha256"}} of the data files read so far and the files the settings name."""
+    files = {name: path for name, path in FILES_USED.items()}
+    for key, value in settings.items():
+        if key in IGNORED or not isinstance(value, str) or not value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_file():
+            files[f"--{key.replace('_', '-')} {path.name}"] = path
+        elif path.is_dir():
+            files |= {f"--{key.replace('_', '-')} {n}": path / n for n in MODEL_DIR_FILES if (path / n).is_file()}
+    FILES_USED.clear()
+    return {label: _fingerprint(path) for label, path in sorted(files.items()) if path.is_file()}
+
+
+def _fingerprint(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _plain(d: dict) -> dict:
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in d.items()}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Differences of the submodules' configs (dropout, layer_norm_epsilon, ...) between two records."""
+    problems = []
+    for name in sorted(set(saved["configs"]) | set(current["configs"])):
+        old, new = saved["configs"].get(name, {}), current["configs"].get(name, {})
+        problems += [f"{name}.config.{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return problems
+
+
+def setting_differences(saved: dict, current: dict) -> list[str]:
+    """Every difference of settings, data files and training-set size that could change the numbers."""
+    old, new = saved["settings"], current["settings"]
+    keys = [k for k in FIRST if k in old or k in new]
+    keys += sorted((set(old) | set(new)) - set(FIRST) - IGNORED)
+    changed = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys
+               if k not in IGNORED and old.get(k) != new.get(k)]
+    for label in sorted(set(saved["files"]) & set(current["files"])):
+        a, b = saved["files"][label], current["files"][label]
+        if a != b:
+            size = f"{a['size']} -> {b['size']} bytes" if a["size"] != b["size"] else "same size"
+            changed.append(f"file {label}: contents changed ({size}, sha256 {a['sha256'][:12]} -> "
+                           f"{b['sha256'][:12]})")
+    if saved["n_train"] != current["n_train"]:
+        changed.append(f"training examples: {saved['n_train']} -> {current['n_train']}")
+    return changed
+
+
+def check_same_run(ckpt: dict, path: Path, record: dict) -> None:
+    """Refuse (CheckpointError) to resume from another model's checkpoint or from a run with other settings,
+    listing every difference in one message."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a trainer checkpoint (format {FORMAT!r}); --resume needs the "
+                              "last.pt that train() wrote")
+    saved = ckpt.get("record") or _legacy_record(ckpt, record)
+    problems = signature_mismatches(saved["model"]["signature"], record["model"]["signature"])
+    if problems:
+        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
+        raise CheckpointError(f"{path} holds a different model ({len(problems)} differences):\n  {shown}")
+    changed = setting_differences(saved, record) + config_differences(saved["model"], record["model"])
+    if changed:
+        raise CheckpointError(f"--resume: {path} was written by a run with other settings ({'; '.join(changed)}); "
+                              "continuing would not reproduce it. Use the old values, or a new --out-dir.")
+
+
+def _legacy_record(ckpt: dict, current: dict) -> dict:
+    """A last.pt written before records existed: its config and signature, compared where it has them."""
+    return {"settings": ckpt["config"] | {k: v for k, v in current["settings"].items() if k not in ckpt["config"]},
+            "model": {"signature": ckpt["signature"], "configs": current["model"]["configs"]},
+            "files": {}, "n_train": ckpt["n_train"]}
