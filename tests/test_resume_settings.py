@@ -27,7 +27,7 @@ from tests.test_train import Affine, Scripted, affine_data, cfg_for, collate_xy,
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("sonnet", "sentiment", "paraphrase", "multitask")
-CANDIDATES = ("2", "0.5", "1", "0", "3", "7", "cpu")  # tried in order: the first the flag accepts and that differs
+CANDIDATES = ("2", "0.5", "1", "0", "3", "7", "cpu", "n_layer=1")  # tried in order: the first the flag accepts and that differs
 
 
 def task_parser(task: str) -> argparse.ArgumentParser:
