@@ -113,7 +113,8 @@ def test_training_loss_falls(tmp_path, tiny_tok):
     seed_everything(0)
     model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=256, n_embd=64, n_layer=2, n_head=2))
     texts = read_sonnets(data / "sonnets.txt")
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=5, batch_size=4, lr=3e-3, warmup=0.1, keep_best=0)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=5, batch_size=4, lr=3e-3, warmup=0.1, keep_best=0,
+                      device="cpu")
     result = train(model, texts, sonnet.make_collate(tok, 256), sonnet.lm_loss, cfg)
     losses = [s["loss"] for s in result.step_log]
     assert len(losses) == 40
