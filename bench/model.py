@@ -7,6 +7,10 @@ allocations cannot hide the other's). Ratios, not seconds: these machines are no
 The ratio also moves from one process to the next (on the 2-core CPU machine, 36 single-process inference
 measurements ranged from 1.01x to 1.28x, median 1.08x), so `--processes N` repeats the whole measurement in N
 fresh processes and reports the median ratio with its range.
+
+--device cuda runs both sides on the GPU (steps end with a synchronize, so the timings are the GPU's); --dtype
+bf16 runs the forward and loss of both sides under torch.autocast(bfloat16) (on CPU too, where this torch supports
+it), the weights and the AdamW step staying fp32 (mixed precision, as the tasks train).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -67,21 +72,56 @@ def parse_config(text: str):
         raise ValueError(f"--config {text!r}: {e}") from None
 
 
-def train_step_fn(model, optimizer, ids):
+def bench_device(name: str) -> torch.device:
+    """--device: cpu, or cuda where a CUDA GPU is visible (else a one-line error)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA GPU is visible to this process (use --device cpu)")
+    return torch.device(name)
+
+
+def precision(device: torch.device, dtype: str):
+    """--dtype as a context-manager factory: fp32 -> nothing; bf16 -> torch.autocast(device, bfloat16).
+
+    bf16 on a CPU is tried on one small matmul first, so a torch without CPU autocast says so in one line."""
+    if dtype == "fp32":
+        return nullcontext
+    if dtype != "bf16":
+        raise ValueError(f"--dtype {dtype!r}: expected fp32 or bf16")
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            ok = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+        if ok.dtype != torch.bfloat16:
+            raise RuntimeError("autocast left the matmul in fp32")
+    except RuntimeError as e:
+        raise RuntimeError(f"--dtype bf16: bfloat16 autocast does not work on {device.type} here ({e})") from None
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued kernels (a CUDA call returns before its kernel ends); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step_fn(model, optimizer, ids, autocast=nullcontext):
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(ids).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        with autocast():
+            logits = model(ids).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
         loss.backward()
         optimizer.step()
+        synchronize(ids.device)
 
     return step
 
 
-def infer_fn(model, ids):
+def infer_fn(model, ids, autocast=nullcontext):
     @torch.no_grad()
     def forward():
-        model(ids)
+        with autocast():
+            model(ids)
+        synchronize(ids.device)
 
     return forward
 
@@ -124,12 +164,18 @@ def memory_mib(key: str) -> float:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
-def peak_above_now(fn, runs: int = 3) -> float:
+def peak_above_now(fn, runs: int = 3, device: str = "cpu") -> float:
     """MiB of peak resident memory that `runs` calls of fn() add on top of what is resident now.
 
     The kernel's peak counter is reset first (/proc/self/clear_refs), so whatever was built before (both models,
-    say) does not count."""
+    say) does not count. On CUDA: the peak of torch's GPU allocations above the allocated memory now."""
     gc.collect()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        for _ in range(runs):
+            fn()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
     before = memory_mib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
@@ -138,16 +184,20 @@ def peak_above_now(fn, runs: int = 3) -> float:
     return memory_mib("VmHWM") - before
 
 
-def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int) -> float:
-    """Run one side in a fresh process; return the peak resident memory (MiB) its steps add to the built model."""
+def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, device: str = "cpu",
+                      dtype: str = "fp32") -> float:
+    """Run one side in a fresh process; return the peak memory (MiB) its steps add to the built model (resident
+    memory on CPU, torch's GPU allocations on CUDA)."""
     root = str(Path(__file__).resolve().parent.parent)
     code = (
         f"import sys, torch; sys.path.insert(0, {root!r}); from bench.model import *;"
-        f"ours, hf = build_pair({name!r}); m = ours if {side!r} == 'ours' else hf; del ours, hf;"
-        f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}));"
+        f"ours, hf = build_pair({name!r}); m = (ours if {side!r} == 'ours' else hf).to({device!r}); del ours, hf;"
+        f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}), device={device!r});"
+        f"ac = precision(torch.device({device!r}), {dtype!r});"
         f"m.train() if {mode!r} == 'train' else m.eval();"
-        f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids) if {mode!r} == 'train' else infer_fn(m, ids);"
-        "print(peak_above_now(fn))"
+        f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids, ac) if {mode!r} == 'train' "
+        f"else infer_fn(m, ids, ac);"
+        f"print(peak_above_now(fn, device={device!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
@@ -165,12 +215,27 @@ def add_arguments(parser) -> None:
                         help="repeat the timing in this many fresh processes: median ratio and its range")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_device_arguments(parser)
 
 
-def measure(config: str, B: int, T: int, repeats: int) -> dict:
-    """{"logit_difference": max |ours - reference|, "train": (ours tok/s, reference tok/s), "inference": (...)}."""
+def add_device_arguments(parser) -> None:
+    """--device and --dtype (bench model and bench train)."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both sides run (cuda without a visible GPU is an error) (default: %(default)s)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32, or bf16: forward and loss under torch.autocast(bfloat16), fp32 weights and "
+                             "AdamW (default: %(default)s)")
+
+
+def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
+    """{"logit_difference": max |ours - reference|, "train": (ours tok/s, reference tok/s), "inference": (...)}.
+
+    The logit difference is taken in fp32 whatever --dtype (it checks the weights, not the precision)."""
+    dev = bench_device(device)
+    autocast = precision(dev, dtype)
     ours, hf = build_pair(config)
-    ids = torch.randint(0, ours.config.vocab_size, (B, T))
+    ours, hf = ours.to(dev), hf.to(dev)
+    ids = torch.randint(0, ours.config.vocab_size, (B, T)).to(dev)
     ours.eval(), hf.eval()
     with torch.no_grad():
         result = {"logit_difference": (ours(ids).logits - hf(ids).logits).abs().max().item()}
@@ -178,19 +243,20 @@ def measure(config: str, B: int, T: int, repeats: int) -> dict:
         fns = []
         for side, model in (("ours", ours), ("transformers", hf)):
             model.train() if mode == "train" else model.eval()
-            fns.append(train_step_fn(model, make_optimizer(side, model), ids) if mode == "train"
-                       else infer_fn(model, ids))
+            fns.append(train_step_fn(model, make_optimizer(side, model), ids, autocast) if mode == "train"
+                       else infer_fn(model, ids, autocast))
         t_ours, t_ref = timed_pair(*fns, repeats=repeats)
         result[mode] = (B * T / t_ours, B * T / t_ref)
     return result
 
 
-def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int) -> dict:
+def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int, device: str = "cpu",
+                     dtype: str = "fp32") -> dict:
     """`measure` in a fresh process (its own allocations, its own luck)."""
     root = str(Path(__file__).resolve().parent.parent)
     code = (f"import sys, json, torch; sys.path.insert(0, {root!r}); from bench.model import measure;"
             f"torch.set_num_threads({threads}) if {threads} else None;"
-            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats})))")
+            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats}, {device!r}, {dtype!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"timing child failed:\n{out.stderr[-2000:]}")
@@ -203,11 +269,13 @@ def main(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     B, T = args.batch_size, args.seq_len
-    print(f"bench model: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}")
+    precision(bench_device(args.device), args.dtype)  # a bad --device / --dtype fails here, in one line
+    where = f"{torch.get_num_threads()} threads" if args.device == "cpu" else torch.cuda.get_device_name()
+    print(f"bench model: {args.config}, random init, {args.dtype} on {args.device} ({where}), batch {B} x {T}")
     if args.processes == 1:
-        runs = [measure(args.config, B, T, args.repeats)]
+        runs = [measure(args.config, B, T, args.repeats, args.device, args.dtype)]
     else:
-        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads)
+        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads, args.device, args.dtype)
                 for _ in tqdm(range(args.processes), desc="processes", leave=False)]
     print(f"  same weights: max |logit difference| = {max(r['logit_difference'] for r in runs):.2e}")
     spread = f"   ratio over {len(runs)} processes: min - max" if len(runs) > 1 else ""
@@ -221,6 +289,6 @@ def main(args) -> None:
     if not args.no_memory:
         print(f"  {'peak MiB':10} {'ours':>12} {'transformers':>13} {'ratio':>7}")
         for mode in MODES:
-            a = peak_memory_child("ours", mode, args.config, B, T)
-            b = peak_memory_child("transformers", mode, args.config, B, T)
+            a = peak_memory_child("ours", mode, args.config, B, T, args.device, args.dtype)
+            b = peak_memory_child("transformers", mode, args.config, B, T, args.device, args.dtype)
             print(f"  {mode:10} {a:12.0f} {b:13.0f} {a / max(b, 1e-9):6.2f}x")

@@ -30,7 +30,12 @@ Both sides run the same loss code: bench/model.py's train_step_fn (next-token cr
 the LM methods; cross-entropy of the 5-class logits for --task sentiment, where a batch is right-padded rows of
 random lengths T/2..T (pad = eos) and tokens/s counts every position of the padded batch (both sides compute all).
 Optimizers as in bench/model.py: ours minigpt.optim.AdamW over param_groups (no decay on biases, LayerNorm,
-embeddings), the reference torch.optim.AdamW (its CPU default, the for-loop path), lr 1e-5, weight decay 0.01.
+embeddings), the reference torch.optim.AdamW (its default: the for-loop path on CPU, foreach on CUDA), lr 1e-5,
+weight decay 0.01. After the methods, the AdamW step alone over the full model's parameters: ours against
+torch.optim.AdamW foreach (and fused where this torch has it), bench/adamw.py.
+
+--device cuda / --dtype bf16 as in bench/model.py (bf16: forward and loss under autocast; the matmul peak is then
+a bf16 torch.mm, so the MFU is against the bf16 peak).
 Peak memory (peak_child): what training adds above the built model (gradients, optimizer state, activations).
 
 Ratios, not seconds: these machines are noisy. Timed steps alternate between the sides, and the header prints the
@@ -51,8 +56,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.model import (build_pair, make_optimizer, memory_mib, parse_config, peak_above_now, timed,
-                         train_step_fn)
+from contextlib import nullcontext
+
+from bench.adamw import print_adamw_table
+from minigpt import GPT2
+from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib, parse_config,
+                         peak_above_now, precision, synchronize, timed, train_step_fn)
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)
@@ -154,17 +163,20 @@ def max_logit_difference(task: str, ours, ref, batch: dict) -> float | None:
     return diff.abs().max().item()
 
 
-def step_fn(task: str, side: str, model, batch: dict):
+def step_fn(task: str, side: str, model, batch: dict, autocast=nullcontext):
     """One training step as a closure: zero_grad, forward, loss, backward, optimizer step."""
     optimizer = make_optimizer(side, model)
     if task == "lm":
-        return train_step_fn(model, optimizer, batch["ids"])  # bench/model.py: next-token cross-entropy
+        return train_step_fn(model, optimizer, batch["ids"], autocast)  # bench/model.py: next-token cross-entropy
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits  # (B, K) on both sides
-        F.cross_entropy(logits, batch["labels"]).backward()
+        with autocast():
+            logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits  # (B, K) on both sides
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss.backward()
         optimizer.step()
+        synchronize(batch["ids"].device)
 
     return step
 
@@ -188,10 +200,15 @@ def interleaved(fns: dict, repeats: int) -> dict:
     return {k: (statistics.median(v), min(v), max(v)) for k, v in times.items()}
 
 
-def matmul_peak_gflops(n: int, repeats: int) -> float:
-    """fp32 GFLOP/s of an n x n x n torch.mm (2 n^3 FLOPs): the machine's practical matmul peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / timed(lambda: torch.mm(a, b), repeats) / 1e9
+def matmul_peak_gflops(n: int, repeats: int, device=torch.device("cpu"), dtype=torch.float32) -> float:
+    """GFLOP/s of an n x n x n torch.mm (2 n^3 FLOPs) in `dtype`: the machine's practical matmul peak."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+
+    def mm():
+        torch.mm(a, b)
+        synchronize(device)
+
+    return 2 * n**3 / timed(mm, repeats) / 1e9
 
 
 def flops_per_token(method: str, cfg, T: int, task: str = "lm") -> float:
@@ -215,23 +232,29 @@ def flops_per_token(method: str, cfg, T: int, task: str = "lm") -> float:
     return frozen  # prefix
 
 
-def peak_child(task: str, side: str, method: str, config: str, B: int, T: int) -> None:
+def peak_child(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
+               dtype: str = "fp32") -> None:
     """In a fresh process: build, keep one side, reset the kernel's peak-RSS counter, run 3 steps; print the MiB
     of peak resident memory above the built model (so building the other side does not count)."""
     ours, hf = build_models(task, method, config)
-    model, ours_cfg = (ours if side == "ours" else hf), gpt2_config(ours)
+    model, ours_cfg = (ours if side == "ours" else hf).to(device), gpt2_config(ours)
     del ours, hf
     gc.collect()
-    batch = make_batch(task, ours_cfg.vocab_size, ours_cfg.eos_token_id, B, T)
-    fn = step_fn(task, side, model, batch)
-    above = peak_above_now(fn)  # the built model (and batch) do not count; everything the steps add does
+    batch = to_device(make_batch(task, ours_cfg.vocab_size, ours_cfg.eos_token_id, B, T), device)
+    fn = step_fn(task, side, model, batch, precision(torch.device(device), dtype))
+    above = peak_above_now(fn, device=device)  # the built model (and batch) do not count; what the steps add does
     print(json.dumps({"above_model": above, "peak": memory_mib("VmHWM")}))
 
 
-def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int) -> dict:
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
+                dtype: str = "fp32") -> dict:
     root = str(Path(__file__).resolve().parent.parent)  # the repository, whatever the working directory
     code = f"import sys; sys.path.insert(0, {root!r}); from bench.train import peak_child; " \
-           f"peak_child({task!r}, {side!r}, {method!r}, {config!r}, {B}, {T})"
+           f"peak_child({task!r}, {side!r}, {method!r}, {config!r}, {B}, {T}, {device!r}, {dtype!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"peak-memory child ({side}, {method}) failed:\n{out.stderr[-2000:]}")
@@ -254,6 +277,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmul peak")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_device_arguments(parser)
 
 
 def main(args) -> None:
@@ -268,20 +292,26 @@ def run_benchmark(args) -> dict:
     if args.task == "sentiment" and list(methods) != ["full"]:
         raise SystemExit("bench train --task sentiment measures full fine-tuning only (--methods full)")
     B, T = args.batch_size, args.seq_len
-    peak = matmul_peak_gflops(args.matmul_size, args.repeats)
-    print(f"bench train: {args.config}, random init, fp32, {torch.get_num_threads()} threads, batch {B} x {T}, "
+    device = bench_device(args.device)
+    autocast = precision(device, args.dtype)
+    peak = matmul_peak_gflops(args.matmul_size, args.repeats, device,
+                              torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"bench train: {args.config}, random init, {args.dtype} on {args.device} ({where}), batch {B} x {T}, "
           f"task {args.task}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
-    print(f"  fp32 matmul peak ({args.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
+    print(f"  {args.dtype} matmul peak ({args.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
     print(f"  {'method':8} {'ours tok/s':>11} {'reference':>10} {'ratio':>7}   {'spread ours / ref':>19}"
           f"   {'MFU ours':>8} {'MFU ref':>8}  {'GFLOP/tok':>9}  {'|dlogit|':>8}")
     results = {}
     for method in methods:
         ours, ref = build_models(args.task, method, args.config)
+        ours, ref = ours.to(device), ref.to(device)
         cfg = gpt2_config(ours)
-        batch = make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T)
+        batch = to_device(make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
         diff = max_logit_difference(args.task, ours, ref, batch)
-        fns = {side: step_fn(args.task, side, m, batch) for side, m in (("ours", ours), ("transformers", ref))}
+        fns = {side: step_fn(args.task, side, m, batch, autocast)
+               for side, m in (("ours", ours), ("transformers", ref))}
         t = interleaved(fns, args.repeats)
         speed = {k: B * T / v[0] for k, v in t.items()}
         spread = {k: (v[2] - v[1]) / v[0] for k, v in t.items()}  # (max - min) / median
@@ -296,11 +326,14 @@ def run_benchmark(args) -> dict:
         del ours, ref, fns
         gc.collect()
     print(f"  spread = (max - min) / median of the timed steps; load average now {os.getloadavg()[0]:.1f}")
+    model = GPT2(parse_config(args.config)).to(device)  # the full model: every parameter trains
+    results["adamw_step_s"] = print_adamw_table(model, args.repeats)
+    del model
     if not args.no_memory:
         print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
               "built model; fresh process per side)")
         for method in methods:
-            mem = {side: peak_memory(args.task, side, method, args.config, B, T)["above_model"]
+            mem = {side: peak_memory(args.task, side, method, args.config, B, T, args.device, args.dtype)["above_model"]
                    for side in ("ours", "transformers")}
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "

@@ -9,7 +9,7 @@ import run  # noqa: E402
 from bench.model import measure  # noqa: E402
 
 TINY = "n_layer=2,n_head=2,n_embd=64,vocab_size=300,n_positions=128"
-ARGS = ["bench", "model", "--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16"]
+ARGS = ["bench", "model", "--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16", "--device", "cpu"]
 
 
 def test_measure_times_both_sides_on_the_same_weights():
@@ -46,7 +46,21 @@ def test_several_processes_give_the_median_ratio_and_its_range(capsys):
         assert low <= high and median == pytest.approx((low + high) / 2, abs=0.011)  # each printed to 2 decimals
 
 
-def test_bad_arguments_are_clear_errors(capsys):
+def test_bf16_autocast_on_cpu_runs_or_says_why_not(capsys):
+    """--dtype bf16 on CPU: the table, or (a torch without CPU bf16 autocast) one line naming --dtype."""
+    code = run.main([*ARGS, "--dtype", "bf16", "--no-memory"])
+    out, err = capsys.readouterr()
+    if code == 0:
+        assert "bf16 on cpu" in out and list(table_rows(out)) == ["train", "inference"]
+    else:
+        assert err.startswith("error: --dtype bf16") and len(err.strip().splitlines()) == 1
+
+
+def test_bad_arguments_are_clear_errors(capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert run.main([*ARGS[:-2], "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "error: --device cuda: no CUDA GPU is visible to this process (use --device cpu)"
     assert run.main([*ARGS, "--processes", "0"]) == 1
     assert "--processes must be >= 1" in capsys.readouterr().err
     assert run.main(["bench", "model", "--config", "gpt3"]) == 1

@@ -16,10 +16,12 @@ def parse(*extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     bench_train.add_arguments(parser)
     return parser.parse_args(["--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16",
-                              "--matmul-size", "64", "--no-memory", *extra])
+                              "--matmul-size", "64", "--no-memory", "--device", "cpu", *extra])
 
 
 def check_rows(results: dict, methods) -> None:
+    adamw = results.pop("adamw_step_s")
+    assert {"ours", "ours explicit", "torch foreach"} <= set(adamw) and min(adamw.values()) > 0
     assert list(results) == list(methods)
     for method, row in results.items():
         for side in ("ours", "transformers"):
@@ -36,9 +38,21 @@ def test_lm_benchmark_runs_every_method(capsys):
     assert "fp32 matmul peak" in out and all(f"  {m} " in out for m in bench_train.METHODS)
 
 
-def test_sentiment_benchmark_runs(capsys):
-    results = bench_train.run_benchmark(parse("--task", "sentiment"))
+def test_sentiment_benchmark_runs_in_bf16_or_says_why_not(capsys):
+    try:
+        results = bench_train.run_benchmark(parse("--task", "sentiment", "--dtype", "bf16"))
+    except RuntimeError as e:  # a torch without CPU bf16 autocast
+        assert str(e).startswith("--dtype bf16") and "\n" not in str(e)
+        return
     check_rows(results, ["full"])
+    out = capsys.readouterr().out
+    assert "bf16 on cpu" in out and "AdamW step over" in out and "torch foreach" in out
+
+
+def test_cuda_without_a_gpu_is_one_line(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="^--device cuda: no CUDA GPU is visible"):
+        bench_train.run_benchmark(parse("--device", "cuda"))
 
 
 def test_peak_memory_child_reports_a_number():

@@ -32,7 +32,9 @@ def test_preallocated_steps_equal_one_full_forward_and_the_concatenating_cache(f
         concatenated = step_logits(model, ids, 4, None)
     assert cache.length == cache_length(cache) == 10
     torch.testing.assert_close(preallocated, full, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(preallocated, concatenated, atol=0, rtol=0)
+    # not bitwise: the buffer's filled part is a strided view, the concatenated past a contiguous tensor, and a
+    # matmul may pick another kernel (and summation order) for another layout (1.5e-7 apart on an AMD EPYC)
+    torch.testing.assert_close(preallocated, concatenated, atol=1e-6, rtol=1e-5)
 
 
 def test_row_operations():

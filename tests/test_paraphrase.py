@@ -62,7 +62,8 @@ def test_long_prompts_lose_their_start_not_the_question(tmp_path, capsys):
 def run_cli(tmp_path, *flags, out="run"):
     tok = tokenizer_dir(tmp_path / "tok")
     argv = ("--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
-            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", tmp_path / out, *flags)
+            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", tmp_path / out,
+            "--device", "cpu", *flags)
     return run.main(["paraphrase", *(str(a) for a in argv)]), tmp_path / out
 
 
@@ -109,7 +110,7 @@ def test_lora_cloze_learns_with_only_its_adapters_changing(tmp_path):
     args = Namespace(finetune="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["attn.c_attn"])
     model = GPT2Cloze(apply_finetune(body, args), answer_token_ids(tok))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(out_dir=str(tmp_path / "lora"), epochs=6, batch_size=16, lr=1e-2, keep_best=1)
+    cfg = TrainConfig(out_dir=str(tmp_path / "lora"), epochs=6, batch_size=16, lr=1e-2, keep_best=1, device="cpu")
     result = train(model, encoded["train"], lambda b: collate(b, tok.pad_token_id), classification_loss, cfg,
                    evaluate=lambda m: evaluate(m, encoded["dev"], tok.pad_token_id), metric="dev_accuracy")
     assert result.best_metric >= 0.95

@@ -88,7 +88,8 @@ def run_cli(tmp_path: Path, *flags, out="run") -> tuple[int, Path]:
     tok = tokenizer_dir(tmp_path / "tok")
     out_dir = tmp_path / out
     argv = ("--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
-            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", out_dir, *flags)
+            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", out_dir,
+            "--device", "cpu", *flags)
     return run.main(["sentiment", *(str(a) for a in argv)]), out_dir
 
 
@@ -163,7 +164,7 @@ def test_only_adapter_and_head_parameters_change(tmp_path, finetune, min_accurac
     own = ("lora_A", "lora_B", "magnitude") if finetune != "last-linear-layer" else ()
     assert trainable == {n for n in before if n.startswith("head.") or n.rpartition(".")[2] in own}
 
-    cfg = TrainConfig(out_dir=str(tmp_path / finetune), epochs=6, batch_size=16, lr=1e-2, keep_best=1)
+    cfg = TrainConfig(out_dir=str(tmp_path / finetune), epochs=6, batch_size=16, lr=1e-2, keep_best=1, device="cpu")
     result = train(model, encoded["train"], lambda b: collate(b, tok.pad_token_id), classification_loss, cfg,
                    evaluate=lambda m: evaluate(m, encoded["dev"], tok.pad_token_id), metric="dev_accuracy")
     if min_accuracy is not None:

@@ -17,6 +17,7 @@ from tasks.data import read_sonnets
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models train fastest on one thread (tests/conftest.py)
 WORDS = "thee thou love fair summer day sweet time beauty eyes heart doth art night world death youth".split()
 TINY = "n_layer=2,n_head=2,n_embd=32,n_positions=256"
 
@@ -113,7 +114,8 @@ def test_training_loss_falls(tmp_path, tiny_tok):
     seed_everything(0)
     model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=256, n_embd=64, n_layer=2, n_head=2))
     texts = read_sonnets(data / "sonnets.txt")
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=5, batch_size=4, lr=3e-3, warmup=0.1, keep_best=0)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=5, batch_size=4, lr=3e-3, warmup=0.1, keep_best=0,
+                      device="cpu")
     result = train(model, texts, sonnet.make_collate(tok, 256), sonnet.lm_loss, cfg)
     losses = [s["loss"] for s in result.step_log]
     assert len(losses) == 40
@@ -229,7 +231,7 @@ def test_disk_full_is_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_tok,
 def test_kill_during_an_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_tok):
     """SIGKILL in the middle of an epoch, --resume, same final weights and metrics as a run never killed."""
     data = write_fixture(tmp_path / "data", n_train=32)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # one thread: faster for a tiny model
 
     def cli(out, *extra):
         return [sys.executable, str(ROOT / "run.py"), *sonnet_args(data, out, tiny_tok, "--epochs", "2",

@@ -10,7 +10,8 @@ from tests.test_sonnet import TINY, write_fixture
 
 
 @pytest.fixture
-def sonnet_setup(tmp_path):
+def sonnet_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each child run on one thread: tiny models, runs side by side
     data = write_fixture(tmp_path / "data")
     tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e"), ("Ġ", "th"), ("o", "u")])
     shared = ["--data-dir", str(data), "--model", "scratch", "--scratch-config", TINY, "--tokenizer", str(tok),
