@@ -17,6 +17,8 @@ This follows transformers' `_beam_search` (4.55) step for step, so the tokens ar
     at its current length, cannot beat the pool's worst (transformers' default `early_stopping=False` rule).
 The KV cache of the beams (preallocated, minigpt/kv_cache.py) is reordered every step, never recomputed.
 A batch of P prompts runs P * num_beams beams in one forward; each prompt keeps its own pool and stopping rule.
+Left padding is no text: an n-gram touching it is not blocked (transformers counts the padding ids; the two
+agree whenever the padding id is eos_token_id, which a live beam cannot contain).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ Options from our sonnet experiments, each off by default:
     use_mean_sim        the penalty is the mean cosine similarity to the context instead of the max.
     repetition_penalty  CTRL (Keskar et al. 2019) on tokens already in the sequence, before the top-k:
                         a positive logit is divided by the penalty, a negative one multiplied (penalty > 1
-                        makes repeats less likely).
+                        makes repeats less likely). Left padding is not a seen token.
 """
 from __future__ import annotations
 

@@ -174,8 +174,8 @@ def test_bad_prompts(pair, decoder):
     decoder(ours, torch.ones(1, 100, dtype=torch.long), 28)  # exactly fits
     with pytest.raises(ValueError, match="LongTensor"):
         decoder(ours, torch.ones(1, 4), 3)
-    with pytest.raises(ValueError, match="batch size 2"):
-        decoder(ours, torch.ones(2, 4, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="not left-padded"):
+        decoder(ours, torch.ones(2, 4, dtype=torch.long), 3, attention_mask=torch.tensor([[1, 1, 1, 0]] * 2))
     with pytest.raises(ValueError, match="token id 300"):
         decoder(ours, torch.tensor([[1, 300]]), 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
