@@ -9,9 +9,9 @@ h_j are the final hidden states (after ln_f) of the prompt and of every generate
 state the model produces when v is appended. alpha = 0 is greedy decoding; a large alpha avoids repeating
 itself. Token for token the same as transformers' `generate(penalty_alpha=alpha, top_k=k)`.
 
-The k candidates run in ONE batched forward on the cache (batch k, one token each; B * k for B prompts). The chosen candidate's
-forward already gives the next step's hidden state, KV cache and logits, so one forward per step suffices; the
-LM head is applied to the chosen candidate only. The cache is preallocated with k rows per prompt
+The k candidates run in ONE batched forward on the cache (batch k, one token each; B * k rows for B prompts).
+The chosen candidate's forward already gives the next step's hidden state, KV cache and logits, so one forward
+per step suffices; the LM head is applied to the chosen candidate only. The cache is preallocated with k rows per prompt
 (minigpt/kv_cache.py): a step writes one position per row, and the chosen row's keys/values at that position
 are copied to the other rows of its prompt.
 
