@@ -169,6 +169,17 @@ def test_bad_batches_are_refused_in_one_line(pair):
         sample(ours, ids, 3, generator=[torch.Generator() for _ in range(3)])
 
 
+def test_a_generator_on_another_device_is_refused_in_one_line():
+    """A model on another device (here 'meta', which has no data: the check comes before any computation)."""
+    from minigpt import GPT2
+
+    from .conftest import tiny_config
+
+    elsewhere = GPT2(tiny_config()).to("meta")
+    with pytest.raises(ValueError, match="generator is on cpu but the model is on meta"):
+        sample(elsewhere, torch.tensor([[1, 2]]), 3, generator=torch.Generator())
+
+
 def test_keep_rows_copies_each_groups_choice_within_the_group():
     cache = KVCache(n_layer=1, capacity=4)
     k = torch.arange(2 * 1 * 3 * 1, dtype=torch.float).view(2, 1, 3, 1)  # 2 prompts, 1 head, 3 positions
