@@ -110,10 +110,12 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-def test_defaults_are_the_course_settings():
+def test_defaults_are_the_documented_settings():
+    """top-p 0.9 at temperature 1.2 are the course's; the rest are minigpt's own (decoding/options.py)."""
     args = parse()
     assert (args.decoder, args.top_p, args.temperature, args.alpha, args.num_beams) == ("top-p", 0.9, 1.2, 0.6, 5)
     assert (args.length_penalty, args.no_repeat_ngram_size, args.top_k) == (0.6, 3, None)
+    assert (args.num_candidates, args.decode_batch_size) == (8, 0)  # 0 = all prompts in one batch
 
 
 @pytest.mark.parametrize(
@@ -125,6 +127,7 @@ def test_defaults_are_the_course_settings():
         (["--temperature", "-1"], "--temperature: must be > 0"),
         (["--num-beams", "0"], "--num-beams: must be >= 1"),
         (["--top-k", "-1"], "--top-k: must be >= 0"),
+        (["--decode-batch-size", "-1"], "--decode-batch-size: must be >= 0"),
         (["--alpha", "2"], "--alpha: must be in [0, 1]"),
         (["--num-candidates", "1"], "--num-candidates: must be >= 2"),
         (["--num-beams", "two"], "expected an integer"),
