@@ -1,10 +1,16 @@
 """`python run.py bench decoding`: our decoders vs transformers' `generate`, chrF and MBR vs sacrebleu.
 
-Same process, same random GPT-2 (the `gpt2` preset, fp32, CPU) loaded into both implementations: a 32-token
-prompt, 64 new tokens, tokens per second of greedy, top-p sampling, contrastive search (k=4) and beam search
-(4 beams), the ratio ours / transformers, and whether the token ids are identical. Then corpus chrF over 1,000
-sentence pairs vs sacrebleu's CHRF, and MBR over 32 candidates vs a brute-force loop of sacrebleu sentence
-scores.
+Same process, same random GPT-2 (the `gpt2` preset; --device cpu or cuda, --dtype fp32 or bf16) loaded into both
+implementations: a 32-token prompt, 64 new tokens, tokens per second of greedy, top-p sampling, contrastive
+search (k=4) and beam search (4 beams), the ratio ours / transformers, and whether the token ids are identical.
+
+Batched (--batch 12 prompts, as many as the sonnet dev set, of 16 to 32 tokens, left-padded): the same decoders
+on the whole batch at once against transformers' batched `generate` on the same batch, and ours batched
+against ours on the 12 prompts one at a time (tokens/s over all rows). One batched step reads the weights once
+for all rows, so batching is the lever where batch-1 decoding is memory-bound.
+
+Then corpus chrF over 1,000 sentence pairs vs sacrebleu's CHRF, and MBR over 32 candidates vs a brute-force
+loop of sacrebleu sentence scores.
 
 The physical bound of batch-1 decoding: every step reads every weight once (the position table excepted), so
 tokens/s <= memory read bandwidth / weight bytes. The bandwidth is measured here, in the same run, by summing a
@@ -38,14 +44,30 @@ def add_arguments(parser) -> None:
                         help="decoders: only the generate comparison; chrf: only chrF and MBR")
     parser.add_argument("--decoders", default="greedy,top-p,contrastive,beam",
                         help="comma-separated subset of greedy,top-p,contrastive,beam")
+    parser.add_argument("--batch", type=int, default=12,
+                        help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="weights and activations of both models (bf16 tokens may differ: rounding)")
 
 
 # ----- timing --------------------------------------------------------------------------------------------------
 
 
+def synced(fn):
+    """fn, then wait for the GPU to finish its queued work (a no-op on the CPU), so the clock sees all of it."""
+    def run():
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out
+    return run
+
+
 def timed_pair(fn_a, fn_b, repeats: int, warmup: int):
     """Median seconds of fn_a() and fn_b(), run alternately (a burst of load hits both alike), and their last
     outputs."""
+    fn_a, fn_b = synced(fn_a), synced(fn_b)
     for _ in range(warmup):
         fn_a(), fn_b()
     times_a, times_b = [], []
@@ -76,8 +98,9 @@ def read_bandwidth(num_bytes: int, repeats: int = 10) -> float:
 # ----- the models ----------------------------------------------------------------------------------------------
 
 
-def build_pair(name: str, seed: int = 0):
-    """transformers' GPT2LMHeadModel with random weights, and ours loaded from its checkpoint (our loader)."""
+def build_pair(name: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32"):
+    """transformers' GPT2LMHeadModel with random weights, and ours loaded from its checkpoint (our loader), both
+    moved to device and dtype."""
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
 
@@ -90,14 +113,21 @@ def build_pair(name: str, seed: int = 0):
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         ours = load_pretrained(d).eval()
-    return ours, hf
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    return ours.to(device, dtype), hf.to(device, dtype)
 
 
-def decoder_cases(ours, hf, ids, n: int, eos: int):
-    """name -> (our call, transformers' call) with the same settings; sampling: the same seed for both."""
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no CUDA GPU that torch can use (try --device cpu)")
+
+
+def decoder_cases(ours, hf, ids, n: int, eos: int, mask=None):
+    """name -> (our call, transformers' call) with the same settings, on (B, T) prompts left-padded as `mask`
+    says (None: no padding); sampling: the same seed for both."""
     from decoding import beam_search, contrastive_search, greedy, sample
 
-    mask = torch.ones_like(ids)
+    ours_mask, mask = mask, torch.ones_like(ids) if mask is None else mask
 
     def reference(**kw):
         return lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
@@ -110,36 +140,82 @@ def decoder_cases(ours, hf, ids, n: int, eos: int):
         return run
 
     sampling = dict(temperature=1.2, top_p=0.9)
+    kw = dict(eos_token_id=eos, attention_mask=ours_mask)
     return {
-        "greedy": (lambda: greedy(ours, ids, n, eos_token_id=eos), reference(do_sample=False)),
+        "greedy": (lambda: greedy(ours, ids, n, **kw), reference(do_sample=False)),
         "top-p (0.9, T=1.2)": (
-            lambda: sample(ours, ids, n, **sampling, generator=torch.Generator().manual_seed(0), eos_token_id=eos),
+            lambda: sample(ours, ids, n, **sampling, generator=torch.Generator(ids.device).manual_seed(0), **kw),
             seeded(reference(do_sample=True, top_k=0, **sampling)),
         ),
         "contrastive (k=4)": (
-            lambda: contrastive_search(ours, ids, n, top_k=4, alpha=0.6, eos_token_id=eos),
+            lambda: contrastive_search(ours, ids, n, top_k=4, alpha=0.6, **kw),
             reference(penalty_alpha=0.6, top_k=4),
         ),
-        "beam (4 beams)": (lambda: beam_search(ours, ids, n, num_beams=4, eos_token_id=eos), reference(num_beams=4)),
+        "beam (4 beams)": (lambda: beam_search(ours, ids, n, num_beams=4, **kw), reference(num_beams=4)),
     }
+
+
+def left_padded_prompts(count: int, longest: int, vocab: int, pad: int, device):
+    """count random prompts of longest/2 .. longest tokens: (ids (B, T) left-padded with pad, mask (B, T),
+    the prompts one by one as (1, T_b))."""
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(max(1, longest // 2), longest + 1, (count,), generator=g).tolist()
+    singles = [torch.randint(0, vocab, (1, t), generator=g) for t in lengths]
+    T = max(lengths)
+    ids = torch.full((count, T), pad, dtype=torch.long)
+    mask = torch.zeros((count, T), dtype=torch.long)
+    for b, p in enumerate(singles):
+        ids[b, T - p.size(1):], mask[b, T - p.size(1):] = p[0], 1
+    return ids.to(device), mask.to(device), [p.to(device) for p in singles]
+
+
+def bench_batched(args, ours, hf, n: int, eos: int) -> bool:
+    """The --batch prompts at once: ours vs transformers' batched generate, and ours batched vs one at a time."""
+    cfg = ours.config
+    ids, mask, singles = left_padded_prompts(args.batch, args.prompt_tokens, cfg.vocab_size, eos, args.device)
+    print(f"  batched: {args.batch} prompts of {min(p.size(1) for p in singles)}-{ids.size(1)} tokens, "
+          f"left-padded, {n} new tokens each; tokens/s over all rows")
+    print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical':9} "
+          f"{'ours 1 by 1':>11} {'batched/1 by 1':>14}")
+    chosen, all_same = args.decoders.split(","), True
+    batch_cases = decoder_cases(ours, hf, ids, n, eos, mask)
+    for name, (ours_fn, ref_fn) in batch_cases.items():
+        if name.split()[0] not in chosen:
+            continue
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, args.repeats, args.warmup)
+        one_by_one = [decoder_cases(ours, hf, p, n, eos)[name][0] for p in singles]
+        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, args.repeats, 0)
+        same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
+        all_same &= same
+        speed_ours = args.batch * (out_ours.size(1) - ids.size(1)) / t_ours
+        speed_ref = args.batch * (out_ref.size(1) - ids.size(1)) / t_ref
+        speed_single = sum(o.size(1) - p.size(1) for o, p in zip(outs, singles)) / t_single
+        print(f"  {name:18} {speed_ours:10.1f} {speed_ref:12.1f} {speed_ours / speed_ref:5.2f}x  "
+              f"{'yes' if same else 'NO':9} {speed_single:11.1f} "
+              f"{speed_ours / speed_single:13.2f}x")
+    return all_same
 
 
 def bench_decoders(args) -> bool:
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # keep the table readable (a notice about contrastive search's future home)
-    ours, hf = build_pair(args.config)
+    check_device(args.device)
+    ours, hf = build_pair(args.config, device=args.device, dtype=args.dtype)
     cfg = ours.config
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(args.device)
     n = args.new_tokens
     # batch-1 decoding reads every weight once per step; of the position table only one row
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - ours.wpe.weight.nbytes
-    bandwidth = read_bandwidth(weight_bytes)
-    bound = bandwidth / weight_bytes
-    print(f"bench decoding: {args.config} (random init, fp32, CPU, {torch.get_num_threads()} threads), "
-          f"prompt {args.prompt_tokens} tokens, {n} new tokens, median of {args.repeats} runs")
-    print(f"  memory bound: {weight_bytes / 1e6:.0f} MB of weights per step / {bandwidth / 1e9:.1f} GB/s "
-          f"(sum over a tensor of that size) = {bound:.1f} tokens/s at most")
+    print(f"bench decoding: {args.config} (random init, {args.dtype}, {args.device}, {torch.get_num_threads()} "
+          f"CPU threads), prompt {args.prompt_tokens} tokens, {n} new tokens, median of {args.repeats} runs")
+    bound = None
+    if args.device == "cpu":
+        bandwidth = read_bandwidth(weight_bytes)
+        bound = bandwidth / weight_bytes
+        print(f"  memory bound: {weight_bytes / 1e6:.0f} MB of weights per step / {bandwidth / 1e9:.1f} GB/s "
+              f"(sum over a tensor of that size) = {bound:.1f} tokens/s at most")
     print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical tokens'}")
     all_same = True
     greedy_speed = None
@@ -156,9 +232,11 @@ def bench_decoders(args) -> bool:
             greedy_speed = (speed_ours, speed_ref)
         print(f"  {name:18} {speed_ours:10.1f} {speed_ref:12.1f} {speed_ours / speed_ref:5.2f}x  "
               f"{'yes' if same else 'NO'}")
-    if greedy_speed:
+    if greedy_speed and bound:
         print(f"  greedy as a fraction of the memory bound: ours {greedy_speed[0] / bound:.0%}, "
               f"transformers {greedy_speed[1] / bound:.0%}")
+    if args.batch > 0:
+        all_same &= bench_batched(args, ours, hf, n, cfg.eos_token_id)
     return all_same
 
 

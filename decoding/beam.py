@@ -16,6 +16,9 @@ This follows transformers' `_beam_search` (4.55) step for step, so the tokens ar
   * the search stops when max_new_tokens is reached, or when the pool is full and the best live beam, scored
     at its current length, cannot beat the pool's worst (transformers' default `early_stopping=False` rule).
 The KV cache of the beams (preallocated, minigpt/kv_cache.py) is reordered every step, never recomputed.
+A batch of P prompts runs P * num_beams beams in one forward; each prompt keeps its own pool and stopping rule.
+Left padding is no text: an n-gram touching it is not blocked (transformers counts the padding ids; the two
+agree whenever the padding id is eos_token_id, which a live beam cannot contain).
 """
 from __future__ import annotations
 
@@ -24,22 +27,26 @@ import torch.nn.functional as F
 
 from minigpt.kv_cache import KVCache
 
-from .sampling import check_prompt, inference
+from .sampling import check_prompt, inference, mask_upto, padding_mask
 
 NEG = -1.0e9  # "impossible" score, as transformers uses (finite, so sums stay ordered)
 
 
-def block_repeated_ngrams(log_probs: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
-    """In place: log_probs (B, V) = -inf for every token that would complete an n-gram already in `tokens`.
+def block_repeated_ngrams(log_probs: torch.Tensor, tokens: torch.Tensor, n: int,
+                          real: torch.Tensor | None = None) -> None:
+    """In place: log_probs (R, V) = -inf for every token that would complete an n-gram already in `tokens`.
 
-    tokens: (B, L) prompt + output of each beam. The next n-gram starts with the last n - 1 tokens; every
-    earlier n-gram with the same first n - 1 tokens bans its last token."""
+    tokens: (R, L) prompt + output of each beam; real: (R, L) bool, False at left padding (an n-gram that
+    touches padding is no n-gram of the text), None = no padding. The next n-gram starts with the last n - 1
+    tokens; every earlier n-gram with the same first n - 1 tokens bans its last token."""
     L = tokens.size(1)
     if n == 0 or L < n:
         return
-    ngrams = tokens.unfold(1, n, 1)  # (B, L - n + 1, n): every n-gram so far
-    prefix = tokens[:, L - n + 1 :]  # (B, n - 1)
-    same_prefix = (ngrams[:, :, :-1] == prefix[:, None, :]).all(dim=-1)  # (B, L - n + 1)
+    ngrams = tokens.unfold(1, n, 1)  # (R, L - n + 1, n): every n-gram so far
+    prefix = tokens[:, L - n + 1 :]  # (R, n - 1)
+    same_prefix = (ngrams[:, :, :-1] == prefix[:, None, :]).all(dim=-1)  # (R, L - n + 1)
+    if real is not None:
+        same_prefix &= real.unfold(1, n, 1).all(dim=-1)  # only n-grams of real tokens
     beam, start = same_prefix.nonzero(as_tuple=True)
     log_probs[beam, ngrams[beam, start, -1]] = float("-inf")
 
@@ -57,6 +64,11 @@ def check_beam_options(num_beams, length_penalty, no_repeat_ngram_size, num_retu
         )
 
 
+def pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per prompt, the entries `index` of x: x (P, N, ...) and index (P, M) -> (P, M, ...)."""
+    return x[torch.arange(x.size(0), device=x.device)[:, None], index]
+
+
 @inference
 def beam_search(
     model,
@@ -67,76 +79,95 @@ def beam_search(
     no_repeat_ngram_size: int = 0,
     num_return_sequences: int = 1,
     eos_token_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1, T) prompt -> (num_return_sequences, T + n) best first; shorter rows padded with eos_token_id."""
-    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "beam_search")
+    """(P, T) left-padded prompts -> (P * num_return_sequences, T + n): prompt p's hypotheses are rows
+    p * num_return_sequences ..., best first; shorter rows padded with eos_token_id.
+
+    attention_mask: (P, T), 1 = token, 0 = padding (None = no padding). Each prompt has its own num_beams beams,
+    pool and stopping rule; all P * num_beams beams run in one forward per step."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "beam_search", attention_mask)
     check_beam_options(num_beams, length_penalty, no_repeat_ngram_size, num_return_sequences)
-    B, T, V = num_beams, input_ids.size(1), model.config.vocab_size
-    if 2 * B > V:
-        raise ValueError(f"beam_search: num_beams={B} needs 2 * num_beams <= vocabulary size ({V}) candidates")
+    K, (P, T), V = num_beams, input_ids.shape, model.config.vocab_size
+    L, device = T + max_new_tokens, input_ids.device
+    if 2 * K > V:
+        raise ValueError(f"beam_search: num_beams={K} needs 2 * num_beams <= vocabulary size ({V}) candidates")
     pad = eos_token_id if eos_token_id is not None else -1  # never visible without eos: every row is full length
+    mask = padding_mask(attention_mask, max_new_tokens)  # (P, L) or None
+    beam_mask = None if mask is None else mask.repeat_interleave(K, dim=0)  # (P * K, L): beam k of p is p*K + k
+    real = None if beam_mask is None else beam_mask.bool()
 
-    # live beams: tokens (B, T + max_new) and summed log-probs (B,)
-    beams = torch.full((B, T + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
-    beams[:, :T] = input_ids
-    beam_scores = torch.full((B,), NEG, device=input_ids.device)
-    beam_scores[0] = 0.0
-    # pool of the B best finished hypotheses; slots start empty (score NEG, not finished)
+    # live beams: tokens (P, K, L) and summed log-probs (P, K); at first only beam 0 of each prompt is live
+    beams = torch.full((P, K, L), pad, dtype=torch.long, device=device)
+    beams[:, :, :T] = input_ids[:, None, :]
+    beam_scores = torch.full((P, K), NEG, device=device)
+    beam_scores[:, 0] = 0.0
+    # per prompt, a pool of the K best finished hypotheses; slots start empty (score NEG, not finished)
     pool = beams.clone()
-    pool_scores = torch.full((B,), NEG, device=input_ids.device)
-    pool_finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-    pool_lengths = torch.zeros(B, dtype=torch.long, device=input_ids.device)
-    in_top_b = torch.arange(2 * B, device=input_ids.device) < B  # which of the 2B candidates may finish
+    pool_scores = torch.full((P, K), NEG, device=device)
+    pool_finished = torch.zeros((P, K), dtype=torch.bool, device=device)
+    pool_lengths = torch.zeros((P, K), dtype=torch.long, device=device)
+    in_top_k = torch.arange(2 * K, device=device) < K  # (2K,): which of the 2K candidates may finish
+    searching = torch.ones(P, dtype=torch.bool, device=device)  # (P,): may prompt p's pool still improve?
 
-    prompt_cache = KVCache(model.config.n_layer, capacity=T + max_new_tokens)  # preallocated, minigpt/kv_cache.py
-    out = model(input_ids, past_key_values=prompt_cache, use_cache=True, logits_to_keep=1)  # the prompt once,
-    logits = out.logits[:, -1].float().expand(B, V)  # (B, V)
-    cache = prompt_cache.repeat_rows(B)  # then copied to the B beams
+    prompt_cache = KVCache(model.config.n_layer, capacity=L)  # preallocated, minigpt/kv_cache.py
+    out = model(input_ids, attention_mask=mask_upto(mask, T), past_key_values=prompt_cache, use_cache=True,
+                logits_to_keep=1)  # the prompts once,
+    logits = out.logits[:, -1].float().repeat_interleave(K, dim=0)  # (P * K, V)
+    cache = prompt_cache.repeat_rows(K)  # then copied to each prompt's K beams
+    first_row = torch.arange(P, device=device)[:, None] * K  # (P, 1): cache row of each prompt's beam 0
 
     for step in range(max_new_tokens):
         cur = T + step  # tokens per beam so far
-        log_probs = F.log_softmax(logits, dim=-1)  # (B, V)
+        log_probs = F.log_softmax(logits, dim=-1)  # (P * K, V)
         if no_repeat_ngram_size:
-            block_repeated_ngrams(log_probs, beams[:, :cur], no_repeat_ngram_size)
-        total = (log_probs + beam_scores[:, None]).view(-1)  # (B * V,): beam b, token v at b * V + v
+            block_repeated_ngrams(log_probs, beams.view(P * K, L)[:, :cur], no_repeat_ngram_size,
+                                  None if real is None else real[:, :cur])
+        total = (log_probs.view(P, K, V) + beam_scores[:, :, None]).view(P, K * V)  # beam k, token v: k * V + v
 
-        # the 2B best extensions over all beams
-        cand_scores, flat = torch.topk(total, k=2 * B)  # (2B,) best first
-        cand_beam, cand_token = flat // V, flat % V
-        cand_tokens = beams[cand_beam]  # (2B, T + max_new)
-        cand_tokens[:, cur] = cand_token
+        # per prompt, the 2K best extensions over its beams
+        cand_scores, flat = torch.topk(total, k=2 * K, dim=-1)  # (P, 2K) best first
+        cand_beam, cand_token = flat // V, flat % V  # (P, 2K)
+        cand_tokens = pick(beams, cand_beam)  # (P, 2K, L), a copy
+        cand_tokens[:, :, cur] = cand_token
         last_step = step == max_new_tokens - 1
-        ends = torch.full_like(in_top_b, last_step)
+        ends = torch.full((P, 2 * K), last_step, device=device)
         if eos_token_id is not None:
             ends |= cand_token == eos_token_id
 
-        # finished candidates among the top B enter the pool with their length-penalised score
+        # finished candidates among the top K enter the pool with their length-penalised score, while the
+        # prompt is still searching (transformers adds -1e9 per reason a candidate may not enter)
         n_new = step + 1
-        finished_scores = cand_scores / (n_new**length_penalty) + (~(ends & in_top_b)) * NEG
-        merged_scores = torch.cat([pool_scores, finished_scores])
-        keep = torch.topk(merged_scores, k=B).indices
-        pool_scores = merged_scores[keep]
-        pool = torch.cat([pool, cand_tokens])[keep]
-        pool_finished = torch.cat([pool_finished, ends & in_top_b])[keep]
-        pool_lengths = torch.cat([pool_lengths, torch.full_like(in_top_b, n_new, dtype=torch.long)])[keep]
+        enters = ends & in_top_k
+        finished_scores = cand_scores / (n_new**length_penalty) + (~enters) * NEG + (~searching[:, None]) * NEG
+        merged_scores = torch.cat([pool_scores, finished_scores], dim=1)  # (P, 3K)
+        keep = torch.topk(merged_scores, k=K, dim=-1).indices  # (P, K)
+        pool_scores = pick(merged_scores, keep)
+        pool = pick(torch.cat([pool, cand_tokens], dim=1), keep)
+        pool_finished = pick(torch.cat([pool_finished, enters], dim=1), keep)
+        pool_lengths = pick(torch.cat([pool_lengths, torch.full_like(cand_beam, n_new)], dim=1), keep)
 
-        if bool(ends.all()):  # max_new_tokens reached, or every candidate ended: nothing left to extend
+        if bool(ends.all()):  # max_new_tokens reached: nothing left to extend
             break
-        # the B best unfinished candidates are the next beams (a finished one scores NEG here)
+        # the K best unfinished candidates are the next beams (a finished one scores NEG here)
         unfinished_scores = cand_scores + ends * NEG
-        live = torch.topk(unfinished_scores, k=B).indices
-        beams, beam_scores = cand_tokens[live], unfinished_scores[live]
+        live = torch.topk(unfinished_scores, k=K, dim=-1).indices  # (P, K)
+        beams, beam_scores = pick(cand_tokens, live), pick(unfinished_scores, live)
 
-        # stop early when the best beam, scored at its current length, cannot beat the pool's worst
-        # (an empty pool slot counts as NEG, so the search goes on until the pool is full)
-        worst = torch.where(pool_finished, pool_scores.min(), NEG)  # (B,)
-        if not bool((beam_scores[0] / (n_new**length_penalty) > worst).any()):
+        # a prompt stops searching when its best beam, scored at its current length, cannot beat its pool's
+        # worst (an empty pool slot counts as NEG, so it goes on until the pool is full); all stopped: done
+        worst = torch.where(pool_finished, pool_scores.min(dim=1, keepdim=True).values, NEG)  # (P, K)
+        searching &= (beam_scores[:, :1] / (n_new**length_penalty) > worst).any(dim=1)
+        if not bool(searching.any()):
             break
 
-        # the beams' caches follow their parents, then one forward for the B new tokens
-        cache.reorder_rows(cand_beam[live])
-        out = model(beams[:, cur : cur + 1], past_key_values=cache, use_cache=True)
-        logits = out.logits[:, -1].float()
+        # the beams' caches follow their parents, then one forward for the P * K new tokens
+        parents = pick(cand_beam, live) + first_row  # (P, K): cache rows of the parents
+        cache.reorder_rows(parents.view(-1))
+        out = model(beams.view(P * K, L)[:, cur : cur + 1], attention_mask=mask_upto(beam_mask, cur + 1),
+                    past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1].float()  # (P * K, V)
 
-    best = pool[:num_return_sequences]
-    return best[:, : T + int(pool_lengths[:num_return_sequences].max())]
+    R = num_return_sequences
+    best = pool[:, :R].reshape(P * R, L)  # (P * R, L), each prompt's best first
+    return best[:, : T + int(pool_lengths[:, :R].max())]

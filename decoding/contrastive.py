@@ -9,10 +9,11 @@ h_j are the final hidden states (after ln_f) of the prompt and of every generate
 state the model produces when v is appended. alpha = 0 is greedy decoding; a large alpha avoids repeating
 itself. Token for token the same as transformers' `generate(penalty_alpha=alpha, top_k=k)`.
 
-The k candidates run in ONE batched forward on the cache (batch k, one token each). The chosen candidate's
-forward already gives the next step's hidden state, KV cache and logits, so one forward per step suffices; the
-LM head is applied to the chosen candidate only. The cache is preallocated with k rows (minigpt/kv_cache.py):
-a step writes one position per row, and the chosen row's keys/values at that position are copied to the others.
+The k candidates run in ONE batched forward on the cache (batch k, one token each; B * k rows for B prompts).
+The chosen candidate's forward already gives the next step's hidden state, KV cache and logits, so one forward
+per step suffices; the LM head is applied to the chosen candidate only. The cache is preallocated with k rows per prompt
+(minigpt/kv_cache.py): a step writes one position per row, and the chosen row's keys/values at that position
+are copied to the other rows of its prompt.
 
 Options from our sonnet experiments, each off by default:
     dynamic_alpha       alpha rises linearly from `alpha_start` (first token) to `alpha_end` (default: `alpha`,
@@ -20,7 +21,7 @@ Options from our sonnet experiments, each off by default:
     use_mean_sim        the penalty is the mean cosine similarity to the context instead of the max.
     repetition_penalty  CTRL (Keskar et al. 2019) on tokens already in the sequence, before the top-k:
                         a positive logit is divided by the penalty, a negative one multiplied (penalty > 1
-                        makes repeats less likely).
+                        makes repeats less likely). Left padding is not a seen token.
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ import torch.nn.functional as F
 
 from minigpt.kv_cache import KVCache
 
-from .sampling import check_prompt, inference
+from .sampling import check_prompt, inference, mask_upto, padding_mask
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """logits (1, V); seen (1, L) the token ids so far -> logits with every seen token penalised once."""
-    scores = logits.gather(1, seen)  # (1, L)
+    """logits (B, V); seen (B, L) the token ids so far of each row -> logits with every seen token penalised
+    once (a token seen twice is gathered twice and written back with the same value)."""
+    scores = logits.gather(1, seen)  # (B, L)
     scores = torch.where(scores < 0, scores * penalty, scores / penalty)
     return logits.scatter(1, seen, scores)
 
@@ -76,48 +78,72 @@ def contrastive_search(
     eos_token_id: int | None = None,
     alpha_start: float = 0.0,
     alpha_end: float | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1, T) prompt -> (1, T + n). alpha_start / alpha_end only matter with dynamic_alpha=True."""
-    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "contrastive_search")
+    """(B, T) left-padded prompts -> (B, T + n); rows that end early are padded with eos_token_id.
+
+    attention_mask: (B, T), 1 = token, 0 = padding (None = no padding); padding never enters the similarity.
+    alpha_start / alpha_end only matter with dynamic_alpha=True."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "contrastive_search", attention_mask)
     alpha_end = alpha if alpha_end is None else alpha_end
     check_contrastive_options(top_k, alpha, repetition_penalty, alpha_start, alpha_end, model.config.vocab_size)
-    T = input_ids.size(1)
+    B, T = input_ids.shape
+    k, L = top_k, T + max_new_tokens
+    mask = padding_mask(attention_mask, max_new_tokens)  # (B, L) or None
+    real = torch.ones(B, L, dtype=torch.bool, device=input_ids.device) if mask is None else mask.bool()  # (B, L)
 
-    prompt_cache = KVCache(model.config.n_layer, capacity=T + max_new_tokens)
-    out = model(input_ids, past_key_values=prompt_cache, use_cache=True, logits_to_keep=1)
-    # unit hidden states of the context, preallocated: row j is h_j / |h_j|
-    context = input_ids.new_empty((T + max_new_tokens, model.config.n_embd), dtype=out.hidden_states.dtype)
-    context[:T] = unit(out.hidden_states[0])  # (T, C)
-    logits = out.logits[:, -1].float()  # (1, V)
-    # the k candidates run as k rows of one cache; every row holds the same context, they differ only in the
-    # position being decided, and after each choice the chosen row's keys/values there go to every row
-    cache = prompt_cache.repeat_rows(top_k)
-    tokens = input_ids.new_empty((1, T + max_new_tokens))  # the prompt, then each chosen token
+    prompt_cache = KVCache(model.config.n_layer, capacity=L)
+    out = model(input_ids, attention_mask=mask_upto(mask, T), past_key_values=prompt_cache, use_cache=True,
+                logits_to_keep=1)
+    # unit hidden states of the context, preallocated: context[b, j] = h_j / |h_j| of prompt b
+    context = out.hidden_states.new_empty((B, L, model.config.n_embd))
+    context[:, :T] = unit(out.hidden_states)  # (B, T, C)
+    logits = out.logits[:, -1].float()  # (B, V)
+    # prompt b's k candidates are rows b * k .. b * k + k - 1 of one cache; the rows of a group hold the same
+    # context and differ only in the position being decided; after each choice the chosen row's keys/values
+    # there go to every row of its group
+    cache = prompt_cache.repeat_rows(k)
+    cand_mask = None if mask is None else mask.repeat_interleave(k, dim=0)  # (B * k, L)
+    tokens = input_ids.new_empty((B, L))  # the prompts, then each chosen token
     tokens[:, :T] = input_ids
+    # repetition penalty: padding is not a seen token, so it is replaced by the row's last prompt token
+    seen = tokens if mask is None else torch.where(real, tokens, input_ids[:, -1:])  # (B, L) after each step
+    unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)  # (B,)
+    rows = torch.arange(B, device=input_ids.device)
 
     n = T  # tokens so far
     for step in range(max_new_tokens):
         if repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, tokens[:, :n], repetition_penalty)
+            logits = apply_repetition_penalty(logits, seen[:, :n], repetition_penalty)
         probs = F.softmax(logits, dim=-1)
-        top_probs, top_ids = torch.topk(probs, k=top_k, dim=-1)  # (1, k) each, most likely first
+        top_probs, top_ids = torch.topk(probs, k=k, dim=-1)  # (B, k) each, most likely first
 
-        # the k candidates as a batch of k one-token continuations of the same context
-        cand = model(top_ids.view(top_k, 1), past_key_values=cache, use_cache=True, logits_to_keep=0)
-        h = cand.hidden_states[:, 0]  # (k, C)
+        # the B * k candidates as one batch of one-token continuations, one cache row each
+        cand = model(top_ids.view(B * k, 1), attention_mask=mask_upto(cand_mask, n + 1), past_key_values=cache,
+                     use_cache=True, logits_to_keep=0)
+        h = cand.hidden_states[:, 0].view(B, k, -1)  # (B, k, C)
 
-        cosine = context[:n] @ unit(h).T  # (n, k): cos(h_j, h_v)
-        penalty = cosine.mean(dim=0) if use_mean_sim else cosine.max(dim=0).values  # (k,)
+        cosine = context[:, :n] @ unit(h).transpose(1, 2)  # (B, n, k): cos(h_j, h_v)
+        is_real = real[:, :n, None]  # (B, n, 1): padding takes no part
+        if use_mean_sim:
+            penalty = (cosine * is_real).sum(dim=1) / is_real.sum(dim=1)  # (B, k)
+        else:
+            penalty = cosine.masked_fill(~is_real, float("-inf")).max(dim=1).values  # (B, k)
         a = step_alpha(step, max_new_tokens, alpha, dynamic_alpha, alpha_start, alpha_end)
-        score = (1.0 - a) * top_probs[0] - a * penalty  # (k,)
-        best = int(score.argmax())  # the first one on ties
+        score = (1.0 - a) * top_probs - a * penalty  # (B, k)
+        best = score.argmax(dim=-1)  # (B,), the first one on ties
 
-        tokens[0, n] = top_ids[0, best]
-        context[n] = unit(h[best])
+        token = top_ids[rows, best]  # (B,)
+        if eos_token_id is not None:
+            token = token.masked_fill(~unfinished, eos_token_id)  # finished rows: padding
+            unfinished &= token != eos_token_id
+        tokens[:, n] = token
+        seen[:, n] = token
+        context[:, n] = unit(h[rows, best])  # (B, C)
         n += 1
-        if step == max_new_tokens - 1 or (eos_token_id is not None and int(top_ids[0, best]) == eos_token_id):
+        if step == max_new_tokens - 1 or not bool(unfinished.any()):
             break
-        # next step: the chosen candidate's keys/values in every row, and its logits (LM head on it only)
-        cache.keep_row(best, position=cache.length - 1)
-        logits = model.lm_head(h[best : best + 1]).float()  # (1, V)
+        # next step: each group's chosen keys/values in all its rows, and its logits (LM head on it only)
+        cache.keep_rows(best, position=cache.length - 1)
+        logits = model.lm_head(h[rows, best]).float()  # (B, V)
     return tokens[:, :n]

@@ -44,6 +44,15 @@ def rerank(candidates: list[torch.Tensor], prompt_len: int, decode, eos_token_id
     return mbr_select(texts), texts
 
 
+def stack_rows(rows: list[torch.Tensor], eos_token_id: int | None) -> torch.Tensor:
+    """(1, L_i) each -> (P, max L_i), shorter rows padded on the right with eos (as the decoders pad)."""
+    width = max(r.size(1) for r in rows)
+    out = rows[0].new_full((len(rows), width), eos_token_id if eos_token_id is not None else 0)
+    for p, r in enumerate(rows):
+        out[p, : r.size(1)] = r[0]
+    return out
+
+
 def mbr_decode(
     model,
     input_ids: torch.Tensor,
@@ -54,19 +63,25 @@ def mbr_decode(
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     eos_token_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1, T) -> (1, T + n): the beam n-best (num_candidates of them, default num_beams; num_beams is raised to
-    at least num_candidates) reranked by MBR."""
+    """(P, T) left-padded prompts -> (P, T + n): per prompt, the beam n-best (num_candidates of them, default
+    num_beams; num_beams is raised to at least num_candidates) reranked by MBR. One batched beam search."""
     num_candidates = num_candidates or num_beams
     if not isinstance(num_candidates, int) or num_candidates < 2:
         raise ValueError(f"mbr_decode: MBR needs num_candidates >= 2, got {num_candidates!r}")
     nbest = beam_search(model, input_ids, max_new_tokens, num_beams=max(num_beams, num_candidates),
                         length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                        num_return_sequences=num_candidates, eos_token_id=eos_token_id)
-    T = input_ids.size(1)
-    candidates = [trim_after_eos(row, T, eos_token_id) for row in nbest]
-    best, _ = rerank(candidates, T, decode, eos_token_id)
-    return candidates[best]
+                        num_return_sequences=num_candidates, eos_token_id=eos_token_id,
+                        attention_mask=attention_mask)  # (P * N, T + n), N = num_candidates
+    P, T = input_ids.shape
+    choices = []
+    for p in range(P):
+        rows = nbest[p * num_candidates : (p + 1) * num_candidates]
+        candidates = [trim_after_eos(row, T, eos_token_id) for row in rows]
+        best, _ = rerank(candidates, T, decode, eos_token_id)
+        choices.append(candidates[best])
+    return stack_rows(choices, eos_token_id)
 
 
 def candidate_ensemble(
@@ -82,32 +97,43 @@ def candidate_ensemble(
     num_beams: int = 5,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     eos_token_id: int | None = None,
     return_candidates: bool = False,
+    attention_mask: torch.Tensor | None = None,
 ):
-    """(1, T) -> (1, T + n), the MBR choice among num_samples top-p samples, one contrastive search per alpha
-    and the num_beams-best beam list. With return_candidates=True: (choice, [(ids, text, source), ...])."""
-    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "candidate_ensemble")
-    pool: list[tuple[torch.Tensor, str]] = []  # (ids (1, L), where it came from)
+    """(P, T) left-padded prompts -> (P, T + n): per prompt, the MBR choice among num_samples top-p samples,
+    one contrastive search per alpha and the num_beams-best beam list. Each decoder runs once on the whole
+    batch. generator: as for `sample` (a list of P gives prompt p its own stream for all its samples).
+    With return_candidates=True: (choices, pools), pools[p] = [(ids (1, L), text, source), ...] of prompt p."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "candidate_ensemble", attention_mask)
+    P, T = input_ids.shape
+    pools: list[list[tuple[torch.Tensor, str]]] = [[] for _ in range(P)]  # per prompt: (ids (1, L), source)
+
+    def add(batch: torch.Tensor, source: str) -> None:  # (P, L) -> one candidate per prompt
+        for p in range(P):
+            pools[p].append((trim_after_eos(batch[p], T, eos_token_id), source))
+
     for i in range(num_samples):
-        ids = sample(model, input_ids, max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
-                     eos_token_id=eos_token_id)
-        pool.append((ids, f"top-p sample {i}"))
+        add(sample(model, input_ids, max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
+                   eos_token_id=eos_token_id, attention_mask=attention_mask), f"top-p sample {i}")
     for alpha in alphas:
-        ids = contrastive_search(model, input_ids, max_new_tokens, top_k=contrastive_top_k, alpha=alpha,
-                                 eos_token_id=eos_token_id)
-        pool.append((ids, f"contrastive alpha={alpha}"))
+        add(contrastive_search(model, input_ids, max_new_tokens, top_k=contrastive_top_k, alpha=alpha,
+                               eos_token_id=eos_token_id, attention_mask=attention_mask), f"contrastive alpha={alpha}")
     if num_beams > 0:
         nbest = beam_search(model, input_ids, max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                             no_repeat_ngram_size=no_repeat_ngram_size, num_return_sequences=num_beams,
-                            eos_token_id=eos_token_id)
-        T = input_ids.size(1)
-        pool += [(trim_after_eos(row, T, eos_token_id), f"beam #{rank + 1}") for rank, row in enumerate(nbest)]
-    if len(pool) < 2:
-        raise ValueError(f"candidate_ensemble: the pool has {len(pool)} candidate(s); MBR needs at least 2 "
+                            eos_token_id=eos_token_id, attention_mask=attention_mask)  # (P * num_beams, L)
+        for rank in range(num_beams):
+            add(nbest[rank::num_beams], f"beam #{rank + 1}")
+    if len(pools[0]) < 2:
+        raise ValueError(f"candidate_ensemble: the pool has {len(pools[0])} candidate(s); MBR needs at least 2 "
                          "(raise num_samples, alphas or num_beams)")
-    best, texts = rerank([ids for ids, _ in pool], input_ids.size(1), decode, eos_token_id)
+    choices, described = [], []
+    for pool in pools:
+        best, texts = rerank([ids for ids, _ in pool], T, decode, eos_token_id)
+        choices.append(pool[best][0])
+        described.append([(ids, text, source) for (ids, source), text in zip(pool, texts)])
     if return_candidates:
-        return pool[best][0], [(ids, text, source) for (ids, source), text in zip(pool, texts)]
-    return pool[best][0]
+        return stack_rows(choices, eos_token_id), described
+    return stack_rows(choices, eos_token_id)

@@ -1,11 +1,14 @@
 """The decoder flags shared by `run.py generate` and the sonnet task, and the dispatch to the chosen decoder.
 
-    add_decoder_arguments(parser)         --decoder {greedy,top-p,contrastive,beam,mbr,ensemble} and its flags
-    generate_from_args(model, ids, args, max_new_tokens, eos_token_id, decode_fn) -> (1, T + n) LongTensor
+    add_decoder_arguments(parser)         --decoder {greedy,top-p,contrastive,beam,mbr,ensemble}, its flags and
+                                          --decode-batch-size
+    generate_from_args(model, ids, args, max_new_tokens, eos_token_id, decode_fn, attention_mask=mask)
+                                          (B, T) left-padded prompts -> (B, T + n) LongTensor
 
-The defaults are the course's settings for sonnets: top-p 0.9 at temperature 1.2; contrastive search with
-k = 4, alpha = 0.6; beam search with 5 beams, length penalty 0.6 and no repeated 3-grams. (The Python functions
-keep the reference defaults, e.g. beam_search(length_penalty=1.0, no_repeat_ngram_size=0).)
+The defaults: top-p 0.9 at temperature 1.2 are the course's settings for sonnets; the rest are minigpt's own
+choices: contrastive search with k = 4, alpha = 0.6; beam search with 5 beams, length penalty 0.6 and no
+repeated 3-grams; 8 MBR / ensemble candidates. (The Python functions keep the reference defaults, e.g.
+beam_search(length_penalty=1.0, no_repeat_ngram_size=0).)
 Out-of-range values are refused when the command line is parsed, naming the flag.
 """
 from __future__ import annotations
@@ -75,37 +78,44 @@ def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) ->
     g.add_argument("--num-candidates", type=number(int, 2, what=">= 2"), default=8,
                    help="mbr: size of the beam n-best to rerank (num-beams is raised to match); ensemble: "
                         "number of top-p samples in the pool")
+    g.add_argument("--decode-batch-size", type=number(int, 0, what=">= 0"), default=0,
+                   help="prompts decoded together in one batch (left-padded; one forward per step for all of "
+                        "them); 0 = all prompts at once. Deterministic decoders give the same text at any size")
     if seed:
         g.add_argument("--seed", type=int, default=11711, help="top-p/ensemble: seed of the sampling generator")
 
 
 def generate_from_args(model, input_ids: torch.Tensor, args, max_new_tokens: int, eos_token_id: int | None = None,
-                       decode_fn=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Run the decoder chosen by `args` on one (1, T) prompt -> (1, T + n).
+                       decode_fn=None, generator=None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the decoder chosen by `args` on (B, T) left-padded prompts -> (B, T + n); rows padded with eos.
 
-    generator: the sampling generator; None = a fresh one seeded with args.seed (then every call with the same
-    prompt draws the same sample; pass one generator to draw a different sample per call).
+    attention_mask: (B, T), 1 = token, 0 = padding (None = no padding).
+    generator: for sampling, one torch.Generator or a list of B (one per row, see decoding.sampling.sample);
+    None = row b gets a fresh one seeded with args.seed + b (then every call with the same prompts draws the
+    same samples, and row b's sample does not depend on the other rows).
     decode_fn (list[int] -> str, or a tokenizer) is needed by mbr and ensemble."""
     if args.decoder in ("top-p", "ensemble") and generator is None:
-        generator = torch.Generator(device=input_ids.device).manual_seed(args.seed)
+        generator = [torch.Generator(device=input_ids.device).manual_seed(args.seed + b)
+                     for b in range(input_ids.size(0))]
     if args.decoder in ("mbr", "ensemble") and decode_fn is None:
         raise ValueError(f"--decoder {args.decoder} reranks text, so generate_from_args needs decode_fn")
     top_k = args.top_k
     beam = dict(length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                eos_token_id=eos_token_id)
+                eos_token_id=eos_token_id, attention_mask=attention_mask)
 
     if args.decoder == "greedy":
-        return greedy(model, input_ids, max_new_tokens, eos_token_id=eos_token_id)
+        return greedy(model, input_ids, max_new_tokens, eos_token_id=eos_token_id, attention_mask=attention_mask)
     if args.decoder == "top-p":
         return sample(model, input_ids, max_new_tokens, temperature=args.temperature, top_k=top_k or 0,
-                      top_p=args.top_p, generator=generator, eos_token_id=eos_token_id)
+                      top_p=args.top_p, generator=generator, eos_token_id=eos_token_id,
+                      attention_mask=attention_mask)
     if args.decoder == "contrastive":
         if top_k == 0:
             raise ValueError("--top-k must be >= 1 for --decoder contrastive (it is the number of candidates)")
         return contrastive_search(model, input_ids, max_new_tokens, top_k=top_k or 4, alpha=args.alpha,
                                   dynamic_alpha=args.dynamic_alpha, alpha_start=args.alpha_start,
                                   use_mean_sim=args.use_mean_sim, repetition_penalty=args.repetition_penalty,
-                                  eos_token_id=eos_token_id)
+                                  eos_token_id=eos_token_id, attention_mask=attention_mask)
     if args.decoder == "beam":
         return beam_search(model, input_ids, max_new_tokens, num_beams=args.num_beams, **beam)
     if args.decoder == "mbr":

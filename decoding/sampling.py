@@ -15,6 +15,9 @@ this order (as transformers' `generate` does):
 
 Every decoder in this package shares the checks and the "no_grad + eval mode" wrapper defined here.
 
+Batches: every decoder takes B left-padded prompts (B, T) with attention_mask (B, T) (1 = token, 0 = padding)
+and returns what transformers' `generate` returns for the same batch with pad_token_id = eos_token_id.
+
 KV cache: the prompt is run once (the "prefill"; only its last position needs logits, `logits_to_keep=1`), then
 each step feeds the one new token together with the cached keys and values of everything before it.
 """
@@ -49,18 +52,17 @@ def inference(decoder):
     return wrapper
 
 
-def check_prompt(model, input_ids, max_new_tokens: int, eos_token_id: int | None, who: str) -> None:
-    """Clear errors for a prompt the decoders cannot continue. We refuse (rather than silently truncate the left
-    context) when prompt + max_new_tokens does not fit the model's n_positions."""
+def check_prompt(model, input_ids, max_new_tokens: int, eos_token_id: int | None, who: str,
+                 attention_mask: torch.Tensor | None = None) -> None:
+    """Clear errors for a batch of prompts the decoders cannot continue. We refuse (rather than silently truncate
+    the left context) when prompt + max_new_tokens does not fit the model's n_positions."""
     if not (isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.dtype == torch.long):
         what = (f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
                 else type(input_ids).__name__)
-        raise ValueError(f"{who}: input_ids must be a (1, T) LongTensor, got {what}")
-    if input_ids.size(0) != 1:
-        raise ValueError(f"{who}: decodes one prompt at a time; input_ids has batch size {input_ids.size(0)}")
-    T = input_ids.size(1)
-    if T == 0:
-        raise ValueError(f"{who}: the prompt is empty (input_ids has shape (1, 0)); give at least one token")
+        raise ValueError(f"{who}: input_ids must be a (B, T) LongTensor, got {what}")
+    B, T = input_ids.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"{who}: the prompt is empty (input_ids has shape {(B, T)}); give at least one token")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"{who}: max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     cfg = model.config
@@ -75,6 +77,51 @@ def check_prompt(model, input_ids, max_new_tokens: int, eos_token_id: int | None
         raise ValueError(f"{who}: token id {bad} in input_ids is outside the vocabulary [0, {cfg.vocab_size})")
     if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < cfg.vocab_size):
         raise ValueError(f"{who}: eos_token_id must be None or an id in [0, {cfg.vocab_size}), got {eos_token_id!r}")
+    if attention_mask is not None:
+        check_padding(attention_mask, (B, T), who)
+
+
+def check_padding(attention_mask, shape: tuple[int, int], who: str) -> None:
+    """attention_mask: (B, T) of 0 (padding) and 1 (token), every row left-padded: zeros, then ones."""
+    if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != shape:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"{who}: attention_mask must be a tensor shaped like input_ids {shape}, got {got}")
+    m = attention_mask.long()
+    if bool(((m != 0) & (m != 1)).any()):
+        raise ValueError(f"{who}: attention_mask must hold only 0 (padding) and 1 (token)")
+    bad = (m[:, 1:] < m[:, :-1]).any(dim=1) | (m[:, -1] == 0)  # a 1 followed by a 0, or no token at all
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"{who}: attention_mask row {row} is not left-padded (padding first, then at least one "
+                         "token); pad prompts on the left for generation (encode_batch(padding_side='left'))")
+
+
+def padding_mask(attention_mask: torch.Tensor | None, max_new_tokens: int) -> torch.Tensor | None:
+    """The mask for prompt + every new token: (B, T) -> (B, T + max_new_tokens), new tokens all 1.
+    None when nothing is padded, so the model takes its plain causal path (as for a single prompt)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    new = attention_mask.new_ones((attention_mask.size(0), max_new_tokens))
+    return torch.cat([attention_mask, new], dim=1)  # (B, T + max_new_tokens)
+
+
+def mask_upto(mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The first n columns of the running mask (the tokens fed so far), or None."""
+    return None if mask is None else mask[:, :n]
+
+
+def check_generator(generator, model, batch_size: int, who: str) -> None:
+    """generator: None, one torch.Generator, or a list of batch_size of them, on the model's device."""
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
+        raise ValueError(f"{who}: got {len(generator)} generators for {batch_size} prompts; give one per prompt")
+    device = next(model.parameters()).device
+    for g in gens:
+        if g is not None and not isinstance(g, torch.Generator):
+            raise ValueError(f"{who}: generator must be a torch.Generator or a list of them, got {type(g).__name__}")
+        if g is not None and g.device.type != device.type:
+            raise ValueError(f"{who}: the generator is on {g.device} but the model is on {device}; "
+                             f"create it with torch.Generator(device='{device}')")
 
 
 # ----- the filters: (..., vocab) logits -> the same shape, removed entries set to -inf ---------------------------
@@ -157,28 +204,52 @@ def check_sampling_options(temperature, top_k, top_p) -> None:
 # ----- the decoding loop ---------------------------------------------------------------------------------------
 
 
-def decode_loop(model, input_ids, max_new_tokens, choose, eos_token_id) -> torch.Tensor:
-    """Prefill the prompt, then repeatedly: choose a token from the last logits (1, vocab) -> (1, 1), feed it.
+def decode_loop(model, input_ids, attention_mask, max_new_tokens, choose, eos_token_id) -> torch.Tensor:
+    """Prefill the prompts, then repeatedly: choose a token per row from the last logits (B, V) -> (B, 1), feed
+    them all in one forward (the weights are read once for the whole batch).
 
-    Stops after max_new_tokens tokens or right after eos_token_id (which is kept, as transformers does).
-    The keys and values go into a preallocated cache (minigpt/kv_cache.py): each step writes one position."""
-    cache = KVCache(model.config.n_layer, capacity=input_ids.size(1) + max_new_tokens)
-    out = model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)  # only the last logits
+    A row that has produced eos_token_id is finished: its later tokens are eos (padding, as transformers writes
+    them with pad_token_id = eos_token_id). The loop stops after max_new_tokens tokens or when every row is
+    finished. The keys and values go into a preallocated cache (minigpt/kv_cache.py): each step writes one
+    position per row."""
+    B, T = input_ids.shape
+    mask = padding_mask(attention_mask, max_new_tokens)  # (B, T + max_new) or None
+    cache = KVCache(model.config.n_layer, capacity=T + max_new_tokens)
+    out = model(input_ids, attention_mask=mask_upto(mask, T), past_key_values=cache, use_cache=True,
+                logits_to_keep=1)  # only the last logits
+    unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)  # (B,)
     new_tokens = []
     for step in range(max_new_tokens):
-        token = choose(out.logits[:, -1])  # (1, 1)
+        token = choose(out.logits[:, -1])  # (B, V) -> (B, 1)
+        if eos_token_id is not None:
+            token = token.masked_fill(~unfinished[:, None], eos_token_id)  # finished rows: padding
+            unfinished &= token[:, 0] != eos_token_id
         new_tokens.append(token)
-        if step == max_new_tokens - 1 or (eos_token_id is not None and int(token) == eos_token_id):
+        if step == max_new_tokens - 1 or not bool(unfinished.any()):
             break
-        out = model(token, past_key_values=cache, use_cache=True)  # (1, 1) -> logits (1, 1, V)
-    return torch.cat([input_ids, *new_tokens], dim=1)  # (1, T + n)
+        out = model(token, attention_mask=mask_upto(mask, T + step + 1), past_key_values=cache,
+                    use_cache=True)  # (B, 1) -> logits (B, 1, V)
+    return torch.cat([input_ids, *new_tokens], dim=1)  # (B, T + n)
 
 
 @inference
-def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
-    """(1, T) prompt -> (1, T + n): always the most likely next token (the first one on ties)."""
-    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "greedy")
-    return decode_loop(model, input_ids, max_new_tokens, lambda logits: logits.argmax(-1, keepdim=True), eos_token_id)
+def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None,
+           attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) left-padded prompts -> (B, T + n): always the most likely next token (the first one on ties).
+
+    attention_mask: (B, T), 1 = token, 0 = padding (None = no padding). Rows that end early are padded with
+    eos_token_id; n is the length of the longest row's continuation."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "greedy", attention_mask)
+    return decode_loop(model, input_ids, attention_mask, max_new_tokens,
+                       lambda logits: logits.argmax(-1, keepdim=True), eos_token_id)
+
+
+def draw(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One token per row from probs (B, V) -> (B, 1). One generator (or None, torch's global one): a single
+    multinomial call for the batch, as transformers makes. A list: row b draws from generator[b] alone."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+    return torch.cat([torch.multinomial(p[None], num_samples=1, generator=g) for p, g in zip(probs, generator)])
 
 
 @inference
@@ -189,19 +260,29 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     eos_token_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1, T) prompt -> (1, T + n), each token drawn from softmax(filter(logits)).
+    """(B, T) left-padded prompts -> (B, T + n), each token drawn from softmax(filter(logits)).
 
-    generator: a torch.Generator for reproducible draws (None = torch's global generator). One draw per step
-    with torch.multinomial, as transformers does, so seeding the global generator the same way gives the same
-    tokens as `generate(do_sample=True, ...)` up to floating-point ties."""
-    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "sample")
+    How seeds map to rows (every choice is reproducible: the same generators in the same states give the same
+    tokens):
+      generator=None              torch's global generator; one torch.multinomial over the (B, V) batch per step,
+                                  as transformers does, so seeding the global generator the same way gives the
+                                  same tokens as `generate(do_sample=True, ...)` up to floating-point ties.
+      generator=g                 one torch.Generator for the batch, drawn from the same way: reproducible, but
+                                  row b's tokens depend on the other rows (they share the stream).
+      generator=[g_0, ..., g_B-1] row b draws from g_b only: row b's tokens are exactly those that prompt b alone
+                                  gives with g_b, whatever the other prompts are (the sonnet task seeds g_k with
+                                  --seed + k). A finished row still draws (and drops) one token per step.
+    Every generator must be on the model's device (else a ValueError says so)."""
+    check_prompt(model, input_ids, max_new_tokens, eos_token_id, "sample", attention_mask)
     check_sampling_options(temperature, top_k, top_p)
+    check_generator(generator, model, input_ids.size(0), "sample")
 
-    def choose(logits):  # (1, V) -> (1, 1)
+    def choose(logits):  # (B, V) -> (B, 1)
         probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator)
+        return draw(probs, generator)
 
-    return decode_loop(model, input_ids, max_new_tokens, choose, eos_token_id)
+    return decode_loop(model, input_ids, attention_mask, max_new_tokens, choose, eos_token_id)

@@ -66,24 +66,33 @@ class KVCache:
         return self.layers[0].length
 
     def repeat_rows(self, n: int) -> "KVCache":
-        """A new cache whose n rows each hold this one-row cache's positions (the candidates of contrastive search,
-        the beams of beam search)."""
+        """A new cache of B * n rows: rows b * n .. b * n + n - 1 each hold row b's positions (a group per prompt:
+        the candidates of contrastive search, the beams of beam search)."""
         out = KVCache(len(self.layers), self.capacity)
         for i, layer in enumerate(self.layers):
-            k, v = layer.filled()  # (1, H, S, D)
-            out[i].append(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
+            k, v = layer.filled()  # (B, H, S, D)
+            out[i].append(k.repeat_interleave(n, dim=0), v.repeat_interleave(n, dim=0))  # (B * n, H, S, D)
         return out
 
     def reorder_rows(self, rows: torch.Tensor) -> None:
-        """Row b takes over the keys/values of row rows[b] (beam search: each beam continues its parent)."""
+        """Row r takes over the keys/values of row rows[r] (beam search: each beam continues its parent; rows
+        index the whole cache, so a beam of prompt b names a row of prompt b's group)."""
         for layer in self.layers:
             layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
 
     def keep_row(self, row: int, position: int) -> None:
-        """Copy row `row`'s keys/values at `position` into every row (the rows differ only there)."""
+        """Copy row `row`'s keys/values at `position` into every row (one group: the rows differ only there)."""
+        self.keep_rows(torch.tensor([row]), position)
+
+    def keep_rows(self, chosen: torch.Tensor, position: int) -> None:
+        """The rows form B groups of n consecutive rows (repeat_rows); in group b, copy the keys/values at
+        `position` of its row chosen[b] (0 <= chosen[b] < n) into all n rows. chosen: (B,) LongTensor."""
+        B = chosen.numel()
         for layer in self.layers:
             for buffer in (layer.keys, layer.values):
-                buffer[:, :, position] = buffer[row, :, position].clone()  # clone: source and target overlap
+                groups = buffer.view(B, -1, *buffer.shape[1:])  # (B, n, H, capacity, D), a view
+                picked = groups[torch.arange(B), chosen.to(buffer.device), :, position]  # (B, H, D), a copy
+                groups[:, :, :, position] = picked[:, None]
 
 
 def cache_length(past_key_values) -> int:

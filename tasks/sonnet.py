@@ -174,20 +174,32 @@ def trim_lines(text: str, max_lines: int) -> str:
 def generate_sonnets(module, tokenizer, prompts: list[str], args, desc: str) -> list[str]:
     """Continue each prompt; the result keeps the prompt lines, as the course scores it.
 
+    The prompts are decoded --decode-batch-size at a time (0 = all at once), left-padded with eos, one forward
+    per step for the whole batch; the deterministic decoders give every prompt the text it gets alone.
     Sampling decoders draw prompt k's sonnet from a generator seeded with --seed + k: each prompt gets its own
     random stream (one seed for all would give every sonnet the same draws), and prompt k's sonnet does not
-    depend on which prompts came before it (--dev-limit) or on the epoch."""
+    depend on the other prompts, the batch size (--dev-limit, --decode-batch-size) or the epoch."""
     device = next(module.parameters()).device
+    size = getattr(args, "decode_batch_size", 0) or len(prompts) or 1
     outputs = []
-    for k, prompt in enumerate(tqdm(prompts, desc=desc, leave=False, disable=not is_main_process())):
-        ids = torch.tensor([tokenizer.encode(prompt + "\n")], device=device)
-        generator = torch.Generator(device=device).manual_seed(args.seed + k)
-        out = generate_from_args(module, ids, args, max_new_tokens=args.max_new_tokens,
-                                 eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode,
-                                 generator=generator)
-        text = tokenizer.decode(out[0].tolist()).split("<|endoftext|>")[0]
-        outputs.append(trim_lines(text, args.max_lines))
+    for start in tqdm(range(0, len(prompts), size), desc=desc, leave=False, disable=not is_main_process()):
+        outputs += generate_batch(module, tokenizer, prompts[start : start + size], start, args, device)
     return outputs
+
+
+def generate_batch(module, tokenizer, prompts: list[str], first: int, args, device) -> list[str]:
+    """Prompts first, first + 1, ... decoded as one left-padded batch -> their trimmed texts."""
+    batch = tokenizer.encode_batch([p + "\n" for p in prompts], padding_side="left")
+    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)  # (B, T) each
+    generators = [torch.Generator(device=device).manual_seed(args.seed + first + k) for k in range(len(prompts))]
+    out = generate_from_args(module, ids, args, max_new_tokens=args.max_new_tokens,
+                             eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode,
+                             generator=generators, attention_mask=mask)  # (B, T + n)
+    texts = []
+    for row, padding in zip(out, (mask == 0).sum(dim=1).tolist()):
+        text = tokenizer.decode(row[padding:].tolist()).split("<|endoftext|>")[0]  # without the left padding
+        texts.append(trim_lines(text, args.max_lines))
+    return texts
 
 
 def make_evaluate(tokenizer, dev_prompts, dev_true, args):

@@ -48,8 +48,9 @@ def test_ensemble_pools_every_decoder_and_picks_the_mbr_choice(model):
     class Tok:  # a tokenizer-like object works as well as a function
         decode = staticmethod(decode)
 
-    choice, pool = candidate_ensemble(model, PROMPT, 10, Tok(), num_samples=3, alphas=(0.3, 0.7), num_beams=3,
-                                      generator=torch.Generator().manual_seed(0), return_candidates=True)
+    choice, pools = candidate_ensemble(model, PROMPT, 10, Tok(), num_samples=3, alphas=(0.3, 0.7), num_beams=3,
+                                       generator=torch.Generator().manual_seed(0), return_candidates=True)
+    pool = pools[0]  # the one prompt's candidates
     assert len(pool) == 3 + 2 + 3
     g = torch.Generator().manual_seed(0)
     for i in range(3):
@@ -61,6 +62,30 @@ def test_ensemble_pools_every_decoder_and_picks_the_mbr_choice(model):
     texts = [text for _, text, _ in pool]
     assert texts[0] == decode(pool[0][0][0, 4:].tolist())
     assert torch.equal(choice, pool[brute_force_mbr(texts)][0])
+
+
+def test_a_batch_gives_each_prompt_what_it_gets_alone(model):
+    """mbr_decode and the ensemble on two left-padded prompts (one batched run per decoder) against each prompt
+    alone; the sampling generators are one per prompt, so prompt p's samples do not depend on the other."""
+    eos = 119
+    prompts = [[11, 42, 7, 99], [5, 250]]
+    ids = torch.tensor([[11, 42, 7, 99], [eos, eos, 5, 250]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    runs = {
+        "mbr": lambda x, m, g: mbr_decode(model, x, 10, decode, num_beams=3, num_candidates=3, eos_token_id=eos,
+                                          attention_mask=m),
+        "ensemble": lambda x, m, g: candidate_ensemble(model, x, 10, decode, num_samples=2, alphas=(0.5,),
+                                                       num_beams=2, generator=g, eos_token_id=eos,
+                                                       attention_mask=m),
+    }
+    for name, run in runs.items():
+        batch = run(ids, mask, gens())
+        for p, prompt in enumerate(prompts):
+            alone = run(torch.tensor([prompt]), None, [gens()[p]])[0]
+            start = ids.size(1) - len(prompt)
+            assert torch.equal(batch[p, start : start + alone.numel()], alone), name
+            assert bool((batch[p, start + alone.numel():] == eos).all()), name
 
 
 def test_trim_after_eos():
@@ -85,10 +110,12 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-def test_defaults_are_the_course_settings():
+def test_defaults_are_the_documented_settings():
+    """top-p 0.9 at temperature 1.2 are the course's; the rest are minigpt's own (decoding/options.py)."""
     args = parse()
     assert (args.decoder, args.top_p, args.temperature, args.alpha, args.num_beams) == ("top-p", 0.9, 1.2, 0.6, 5)
     assert (args.length_penalty, args.no_repeat_ngram_size, args.top_k) == (0.6, 3, None)
+    assert (args.num_candidates, args.decode_batch_size) == (8, 0)  # 0 = all prompts in one batch
 
 
 @pytest.mark.parametrize(
@@ -100,6 +127,7 @@ def test_defaults_are_the_course_settings():
         (["--temperature", "-1"], "--temperature: must be > 0"),
         (["--num-beams", "0"], "--num-beams: must be >= 1"),
         (["--top-k", "-1"], "--top-k: must be >= 0"),
+        (["--decode-batch-size", "-1"], "--decode-batch-size: must be >= 0"),
         (["--alpha", "2"], "--alpha: must be in [0, 1]"),
         (["--num-candidates", "1"], "--num-candidates: must be >= 2"),
         (["--num-beams", "two"], "expected an integer"),
@@ -137,5 +165,11 @@ def test_dispatch_runs_the_chosen_decoder(model):
                                   no_repeat_ngram_size=3, eos_token_id=eos))
     ensemble = run("--decoder", "ensemble", "--num-candidates", "2", "--num-beams", "2")
     assert ensemble.size(0) == 1 and torch.equal(ensemble[:, :4], PROMPT)
+    # a left-padded batch goes through with its mask; row b samples from a generator seeded --seed + b
+    batch, mask = torch.cat([PROMPT, PROMPT]), torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    got = generate_from_args(model, batch, parse("--seed", "3"), 8, eos, decode, attention_mask=mask)
+    alone = sample(model, PROMPT[:, 1:], 8, temperature=1.2, top_p=0.9, generator=torch.Generator().manual_seed(4),
+                   eos_token_id=eos)
+    assert torch.equal(got[1, 1 : 1 + alone.size(1)], alone[0])
     with pytest.raises(ValueError, match="decode_fn"):
         generate_from_args(model, PROMPT, parse("--decoder", "mbr"), 8, eos)

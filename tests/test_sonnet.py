@@ -166,6 +166,38 @@ def test_each_prompt_draws_its_own_reproducible_sample(tmp_path, tiny_tok):
     assert generate_sonnets(model, tokenizer, [prompt], args, "test") == [second]
 
 
+@pytest.mark.parametrize("decoder", ["greedy", "contrastive", "beam", "top-p"])
+def test_decoding_in_batches_gives_the_texts_of_one_prompt_at_a_time(tmp_path, tiny_tok, decoder):
+    """The fixture's dev prompts (different lengths, so left padding) in one batch, in batches of 2 and one at a
+    time. The one-at-a-time path is first checked for clear margins (a 1e-4 jitter of the final hidden states
+    changes nothing), so a different batch shape cannot flip a near-tie."""
+    from minigpt.config import GPT2Config
+    from minigpt.model import GPT2
+    from minigpt.tokenizer import Tokenizer
+    from tasks.data import read_sonnets
+    from tasks.sonnet import generate_sonnets
+
+    from ._margins import jitter
+
+    data = write_fixture(tmp_path / "data", n_dev=4)
+    prompts = read_sonnets(data / "sonnets_held_out_dev.txt")
+    tokenizer = Tokenizer.from_dir(tiny_tok)
+    assert len({len(tokenizer.encode(p)) for p in prompts}) > 1, "the prompts need different lengths"
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=512)).eval()
+    argv = sonnet_args(data, tmp_path / "out", tiny_tok, "--decoder", decoder, "--max-new-tokens", "16",
+                       "--max-lines", "0", "--num-beams", "3")
+    args = run.build_parser(argv).parse_args(argv)
+    args.decode_batch_size = 1
+    one_at_a_time = generate_sonnets(model, tokenizer, prompts, args, "test")
+    if decoder != "top-p":
+        with jitter(model, 1e-4, seed=0):
+            assert generate_sonnets(model, tokenizer, prompts, args, "test") == one_at_a_time, "a near-tie"
+    for size in (2, 0):  # 0 = all at once
+        args.decode_batch_size = size
+        assert generate_sonnets(model, tokenizer, prompts, args, "test") == one_at_a_time
+
+
 # ----- bad input -----------------------------------------------------------------------------------------------
 def run_error(capsys, argv) -> str:
     assert run.main(argv) == 1
