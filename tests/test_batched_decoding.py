@@ -136,7 +136,8 @@ def test_a_sampled_row_with_its_own_generator_is_the_row_alone(pair):
                                      attention_mask=mask, eos_token_id=eos)), "draws are not reproducible"
     for k, p in enumerate(prompts):
         g = torch.Generator(device=DEVICE).manual_seed(seed + k)
-        alone = sample(ours, torch.tensor([p], device=DEVICE), n, temperature=1.2, top_p=0.9, generator=[g], eos_token_id=eos)
+        alone = sample(ours, torch.tensor([p], device=DEVICE), n, temperature=1.2, top_p=0.9, generator=[g],
+                       eos_token_id=eos)
         assert_row_is_alone(batch[k], alone[0], T, len(p), eos)
     # the rows draw different streams: not every row continues the same way
     assert len({tuple(r[T:].tolist()) for r in batch}) > 1
