@@ -126,8 +126,9 @@ def test_sampled_frequencies_match_the_filtered_softmax(pair):
     assert 3 <= kept.sum() <= 20
     draws = 4000
     g = torch.Generator().manual_seed(0)
-    first = [int(sample(model, ids, 1, temperature=1.5, top_k=20, top_p=0.9, generator=g)[0, -1]) for _ in range(draws)]
-    counts = torch.bincount(torch.tensor(first), minlength=probs.numel()).double()
+    # one batch of `draws` copies of the prompt, one generator: each row is an independent draw
+    first = sample(model, ids.expand(draws, -1), 1, temperature=1.5, top_k=20, top_p=0.9, generator=g)[:, -1]
+    counts = torch.bincount(first, minlength=probs.numel()).double()
     assert counts[~kept].sum() == 0, "sampled a token the filters removed"
     expected = probs[kept].double() * draws
     chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
