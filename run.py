@@ -28,7 +28,7 @@ BENCHMARKS = {
     "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
 }
 
-# tasks that write into --out-dir: one run per directory at a time (tasks/out_dir_lock.py)
+# tasks that write into --out-dir: one run per directory at a time (training/out_dir_lock.py)
 LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
 
 # subcommand -> (module with add_arguments(parser) and main(args), one-line help)
@@ -92,7 +92,7 @@ def out_dir_lock(args):
     """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
     if args.command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
         return contextlib.nullcontext()
-    from tasks.out_dir_lock import locked
+    from training.out_dir_lock import locked
     return locked(args.out_dir)
 
 

@@ -1,8 +1,7 @@
-"""The trainer (tasks/train.py): exact resume after SIGKILL, best-k retention, early stopping, the NaN guard,
+"""The trainer (training/trainer.py): exact resume after SIGKILL, best-k retention, early stopping, the NaN guard,
 write failures, resume errors, DDP and gradient accumulation equivalence, the learning-rate schedule."""
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
@@ -16,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.checkpointing import CheckpointError
-from tasks.train import NonFiniteLossError, TrainConfig, add_training_arguments, config_from_args, epoch_plan, train
+from training.checkpointing import CheckpointError
+from training.trainer import NonFiniteLossError, TrainConfig, train
 from tests import _train_script as script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -387,7 +386,7 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path, n_train):
     _assert_same_weights(results[2][1], results[1][1], atol=1e-5)
 
 
-# ---- schedule, data order, flags --------------------------------------------------------------------------------
+# ---- schedule, contract checks ------------------------------------------------------------------------------
 @pytest.mark.parametrize("warmup, warmup_steps", [(0.25, 3), (5, 5), (0.0, 0)])
 def test_learning_rate_is_linear_warmup_then_linear_decay(tmp_path, warmup, warmup_steps):
     total, peak = 12, 1e-2  # 8 examples, batch 2: 4 steps per epoch, 3 epochs
@@ -397,32 +396,6 @@ def test_learning_rate_is_linear_warmup_then_linear_decay(tmp_path, warmup, warm
         assert entry["lr"] == pytest.approx(expected, abs=1e-12), s
     assert len(result.step_log) == total
     assert [h["lr"] for h in result.history] == [result.step_log[i]["lr"] for i in (3, 7, 11)]
-
-
-def test_epoch_plan_is_a_seeded_permutation():
-    plan = epoch_plan(10, batch_size=3, grad_accum=2, world_size=1, seed=7, epoch=0)
-    ids = torch.cat([m for step in plan for m in step])
-    assert sorted(ids.tolist()) == list(range(10)) and [len(s) for s in plan] == [2, 2]
-    again = epoch_plan(10, 3, 2, 1, 7, 0)
-    assert all(torch.equal(a, b) for s, t in zip(plan, again) for a, b in zip(s, t))
-    assert not torch.equal(ids, torch.cat([m for s in epoch_plan(10, 3, 2, 1, 7, 1) for m in s]))
-    # with 2 ranks the final micro-batch of 1 example cannot be split: it is dropped
-    assert [len(m) for s in epoch_plan(9, 4, 1, 2, 7, 0) for m in s] == [4, 4]
-
-
-def test_flags_fill_the_config():
-    parser = argparse.ArgumentParser()
-    add_training_arguments(parser, epochs=7, out_dir="runs/x", lr=1e-4)
-    cfg = config_from_args(parser.parse_args(["--grad-accum", "2", "--no-amp", "--resume", "--warmup", "0.1"]))
-    assert (cfg.epochs, cfg.out_dir, cfg.lr, cfg.grad_accum, cfg.amp, cfg.resume, cfg.warmup) == \
-        (7, "runs/x", 1e-4, 2, False, True, 0.1)
-    assert "--max-steps" in parser.format_help() and "micro-batches" in parser.format_help()
-    with pytest.raises(TypeError, match="unknown defaults"):
-        add_training_arguments(argparse.ArgumentParser(), epoch=3)
-    with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(out_dir="x", batch_size=0)
-    with pytest.raises(ValueError, match="warmup"):
-        TrainConfig(out_dir="x", warmup=1.5)
 
 
 def test_evaluate_needs_a_metric_it_returns(tmp_path):

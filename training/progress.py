@@ -1,0 +1,47 @@
+"""Where a training run stands (Progress, saved in last.pt) and what train() returns (TrainResult)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in last.pt, so that --resume continues at this exact point."""
+    epoch: int = 0  # 0-based epoch in progress (== epochs when done)
+    step_in_epoch: int = 0  # optimizer steps already done in it
+    global_step: int = 0
+    loss_sum: float = 0.0  # this epoch so far: sum over steps of mean loss x examples
+    examples: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    best: list = field(default_factory=list)  # [{"epoch", "score", "metrics"}], best first, at most keep_best
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_evals: int = 0  # evaluations since the last improvement (patience)
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    best_metric: float | None  # the best dev `metric` (None without evaluate)
+    best_epoch: int | None  # 1-based; without evaluate the last epoch
+    best_checkpoint: str | None  # the file whose weights are now in the model (None: keep_best=0)
+    last_checkpoint: str | None
+    history: list[dict]  # the metrics.jsonl lines
+    step_log: list[dict]  # {"step", "epoch", "loss", "lr", "grad_norm"} per optimizer step run in this call
+    global_step: int
+    stop_reason: str  # "completed", "early stopping", "max_steps"
+    model_epoch: int | None = None  # the epoch whose weights the model holds (best, or last with --select last)
+    select: str = "best"
+
+    def describe(self) -> str:
+        """Which weights the model now holds, in words: "best epoch 3", "untrained (--epochs 0)", ..."""
+        if self.select == "last" and self.model_epoch:
+            return f"the last epoch, {self.model_epoch}"
+        if self.best_epoch:
+            return f"best epoch {self.best_epoch}" if self.best_metric is not None else f"epoch {self.best_epoch}"
+        if self.global_step == 0:
+            return "untrained (--epochs 0)"
+        # e.g. --resume of a run that max_steps had already stopped mid-epoch: its dev evaluation was not kept
+        return f"the weights after step {self.global_step} ({self.stop_reason}; no dev evaluation in this call)"
