@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress: one way, the logging module
     try:
         with out_dir_lock(args):
             result = args._main(args)

@@ -267,8 +267,9 @@ def test_overflowing_update_is_never_saved(tmp_path, monkeypatch):
         self.param_groups[0]["params"][0].data[0, 0] = float("inf")
 
     monkeypatch.setattr(AdamW, "step", overflowing_step)
-    with pytest.raises(NonFiniteLossError, match="NaN/inf weights.*after global step 1; nothing was written"):
+    with pytest.raises(NonFiniteLossError, match="NaN/inf weights.*after global step 1; nothing was written") as info:
         train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, save_every=1))
+    assert str(info.value).count("non-finite training values") == 1  # said once, not wrapped again
     assert not (tmp_path / "last.pt").exists()
 
 

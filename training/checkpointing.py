@@ -87,11 +87,11 @@ def write_result(out_dir: str | Path, metrics: dict, best_epoch: int | None, set
     return path
 
 
-def load_file(path: str | Path, map_location="cpu") -> dict:
-    """torch.load with clear errors: a missing file or a damaged one names the path."""
+def load_file(path: str | Path, map_location="cpu", missing: str = "no checkpoint at {path}") -> dict:
+    """torch.load with clear errors: a missing file (the message `missing`) or a damaged one names the path."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(missing.format(path=path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # it asks to build Python objects: loading it could run code
@@ -147,6 +147,12 @@ def update_best(best: list[dict], entry: dict, k: int) -> tuple[list[dict], list
     ranked = sorted(best + [entry], key=lambda e: (-e["score"], e["epoch"]))
     kept, dropped = ranked[:k], ranked[k:]
     return kept, [e for e in dropped if e is not entry]
+
+
+def tidy_after_resume(out_dir: Path, history: list[dict], best: list[dict]) -> None:
+    """Drop the metrics lines and best files written after last.pt was (a crash in between)."""
+    write_run_file(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    remove_stale_best(out_dir, best)
 
 
 def remove_stale_best(out_dir: str | Path, best: list[dict]) -> None:

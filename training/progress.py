@@ -21,6 +21,14 @@ class Progress:
     bad_evals: int = 0  # evaluations since the last improvement (patience)
     history: list = field(default_factory=list)
 
+    def model_epoch(self, best_loaded: bool) -> int | None:
+        """The epoch whose weights the model holds: the loaded best checkpoint's, else the last one trained."""
+        if best_loaded:
+            return self.best[0]["epoch"]
+        if not self.history or self.history[-1].get("partial_epoch"):  # untrained, or max_steps stopped mid-epoch
+            return None
+        return self.history[-1]["epoch"]
+
 
 @dataclass
 class TrainResult:

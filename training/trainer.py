@@ -8,7 +8,8 @@ A task brings a model, its training examples, a collate function, a loss and (op
     # train_data: a Sequence of examples; collate(list of examples) -> dict of tensors (a micro-batch)
     # loss_fn(model, batch) -> scalar loss, the mean over the micro-batch; it calls model(...) exactly once
     #     (DistributedDataParallel syncs gradients per forward; for two dropout views, duplicate the batch).
-    #     In multi-process runs `model` is the DDP wrapper: call it, read attributes from unwrap(model).
+    #     In multi-process runs `model` is the DDP wrapper: call it, read attributes from unwrap(model)
+    #     (training/distributed.py).
     # evaluate(module) -> {"dev_chrf": 41.2, ...}: rank 0 only, eval mode, no_grad; higher `metric` is better
     #     (negate losses). Its random draws do not disturb training's (the RNG state is saved and restored).
     # afterwards `model` holds the best checkpoint's weights (result.best_checkpoint; --select last: the last
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -48,22 +48,19 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.checkpointing import (FORMAT, LAST, METRICS, CheckpointError, best_path, capture_rng_state, load_file,
-                                    model_signature, prepare_out_dir, remove_stale_best, restore_rng_state,
+from training.checkpointing import (FORMAT, LAST, METRICS, best_path, capture_rng_state, load_file,
+                                    model_signature, prepare_out_dir, restore_rng_state, tidy_after_resume,
                                     update_best, write_run_file)
 from training.config import TrainConfig
-from training.evaluation import epoch_score, evaluate_model
 from training.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
-                                  init_distributed, is_main_process, resolve_device, run_on_main, unwrap)
+                                  init_distributed, is_main_process, resolve_device, run_on_main)
+from training.evaluation import epoch_score, evaluate_model
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
 from training.optimization import build_optimizer, build_scheduler
 from training.out_dir_lock import locked
 from training.progress import Progress, TrainResult
 from training.run_settings import check_same_run, run_record
-
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "CheckpointError", "train", "seed_everything",
-           "epoch_plan", "unwrap", "is_main_process"]
 
 logger = logging.getLogger("minigpt.trainer")
 
@@ -150,7 +147,8 @@ class _Trainer:
             best_metric=p.best_score if self.evaluate is not None and p.best_epoch else None,
             best_epoch=p.best_epoch or None, best_checkpoint=best, history=p.history, step_log=self.step_log,
             last_checkpoint=str(self.last_path) if self.last_saved else None,
-            global_step=p.global_step, stop_reason=stop_reason, model_epoch=self._model_epoch(best), select=cfg.select)
+            global_step=p.global_step, stop_reason=stop_reason, model_epoch=p.model_epoch(best is not None),
+            select=cfg.select)
 
     # ---- one epoch: the plain loop, with progress, --max-steps and --save-every around it -------------------
     def _run_epoch(self) -> bool:
@@ -163,19 +161,24 @@ class _Trainer:
         start, seconds_before = time.perf_counter(), p.seconds
         with tqdm(total=len(plan), initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
                   disable=not is_main_process(), dynamic_ncols=True) as bar:
-            try:
-                for stats in train_epoch(self.ddp or self.module, steps, self._loss, self.optimizer,
-                                         self.scheduler, cfg.max_grad_norm, no_sync):
-                    examples = sum(len(m) for m in plan[p.step_in_epoch])  # in the step just taken
-                    self._after_step(stats, examples)
-                    p.seconds = seconds_before + time.perf_counter() - start
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{p.loss_sum / p.examples:.4f}", lr=f"{stats['lr']:.2e}")
-                    if cfg.save_every and p.global_step % cfg.save_every == 0 and p.step_in_epoch < len(plan):
-                        self._save_last()
-            except NonFiniteLossError as e:
-                raise self._non_finite(str(e)) from None
+            loop = train_epoch(self.ddp or self.module, steps, self._loss, self.optimizer, self.scheduler,
+                               cfg.max_grad_norm, no_sync)
+            for stats in self._saying_where(loop):
+                examples = sum(len(m) for m in plan[p.step_in_epoch])  # in the step just taken
+                self._after_step(stats, examples)
+                p.seconds = seconds_before + time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(loss=f"{p.loss_sum / p.examples:.4f}", lr=f"{stats['lr']:.2e}")
+                if cfg.save_every and p.global_step % cfg.save_every == 0 and p.step_in_epoch < len(plan):
+                    self._save_last()
         return p.step_in_epoch == len(plan)
+
+    def _saying_where(self, loop):
+        """The loop's steps; when it refuses a NaN, the error also says where and which checkpoint is good."""
+        try:
+            yield from loop
+        except NonFiniteLossError as e:  # raised inside the loop only (errors of the caller's body pass by)
+            raise self._non_finite(str(e)) from None
 
     def _steps(self, plan: list[list[torch.Tensor]]):
         """The loop's steps: every micro-batch as (this rank's example ids, its loss weight)."""
@@ -286,40 +289,24 @@ class _Trainer:
                                    "nothing was written")
 
     def _resume(self) -> None:
-        cfg, path = self.cfg, self.last_path
-        if not path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {path}; run without --resume to start, or point "
-                                  "--out-dir at the run to continue")
-        ckpt = load_file(path)
+        path = self.last_path
+        ckpt = load_file(path, missing="--resume: no checkpoint at {path}; run without --resume to start, or point "
+                                       "--out-dir at the run to continue")
         check_same_run(ckpt, path, self.record)
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.progress = Progress(**ckpt["progress"])
+        self.progress = p = Progress(**ckpt["progress"])
         if ckpt["world_size"] == self.world:
             restore_rng_state(ckpt["rng"][self.rank], self.device)
         else:
             self._log(f"warning: {path} was written by {ckpt['world_size']} processes, now {self.world}: the "
-                      "dropout streams restart from the seed, so results differ slightly from an uninterrupted run")
+                      "dropout streams restart from the seed, so results differ slightly from an uninterrupted run",
+                      logging.WARNING)
         self.last_saved = True
-        p = self.progress
-        history = "".join(json.dumps(h) + "\n" for h in p.history)
-
-        def tidy_files():  # drop metrics lines and best files written after last.pt was (a crash in between)
-            write_run_file(self.out_dir / METRICS, history)
-            remove_stale_best(self.out_dir, p.best)
-        run_on_main(tidy_files)
+        run_on_main(lambda: tidy_after_resume(self.out_dir, p.history, p.best))
         self._log(f"resumed from {path}: epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch}, "
                   f"global step {p.global_step}")
-
-    def _model_epoch(self, best: str | None) -> int | None:
-        """The epoch whose weights the model holds: the loaded best checkpoint's, else the last one trained."""
-        if best is not None:
-            return self.progress.best[0]["epoch"]
-        history = self.progress.history
-        if not history or history[-1].get("partial_epoch"):  # untrained, or max_steps stopped mid-epoch
-            return None
-        return history[-1]["epoch"]
 
     def _load_best(self) -> str | None:
         if not self.progress.best:
@@ -328,9 +315,10 @@ class _Trainer:
         self.module.load_state_dict(load_file(path)["model"])
         return str(path)
 
-    def _log(self, text: str) -> None:
+    def _log(self, text: str, level: int = logging.INFO) -> None:
+        """logger.log on the main process only: one line per message, however many processes train."""
         if is_main_process():
-            logger.info(text)
+            logger.log(level, text)
 
 
 def count_tokens(batch: dict) -> int:
