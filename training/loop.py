@@ -70,7 +70,9 @@ def train_epoch(model: nn.Module, steps: Iterable[list], loss_fn: Callable[[nn.M
         # the gradient's global L2 norm over all trainable parameters, before clipping it to max_grad_norm
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf))
         step_loss = float(step_loss)
-        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):  # never step on NaN: the weights stay good
+        # never step on NaN: the weights stay good. (DDP: a NaN on one rank reaches every rank's gradient through
+        # the all-reduce, so all ranks refuse at the same step.)
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
             raise NonFiniteLossError(f"loss {step_loss}, gradient norm {grad_norm}")
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         optimizer.step()  # AdamW: the weights move
