@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -206,11 +207,16 @@ def test_keeps_exactly_the_k_best_and_loads_the_best(tmp_path, k):
     assert [h["dev_acc"] for h in result.history] == scores
 
 
-def test_early_stopping_after_patience(tmp_path):
+def test_early_stopping_after_patience(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="minigpt.trainer")
     evaluate = Scripted([0.5, 0.6, 0.4, 0.55, 0.3, 0.9], tmp_path)
     result = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, patience=2), evaluate,
                    "dev_acc")
     assert result.stop_reason == "early stopping"
+    said = [(r.name, r.getMessage()) for r in caplog.records]  # the trainer speaks through logging, nothing else
+    assert ("minigpt.trainer", "early stopping: no dev improvement in 2 evaluations (best: epoch 2, dev_acc = "
+            "0.6000)") in said
+    assert [json.loads(m)["epoch"] for n, m in said if m.startswith("{")] == [1, 2, 3, 4]  # one line per epoch
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2
     assert result.best_epoch == 2 and len(_metrics(tmp_path)) == 4
     # resuming a stopped run stops again at once
