@@ -21,6 +21,27 @@ class Progress:
     bad_evals: int = 0  # evaluations since the last improvement (patience)
     history: list = field(default_factory=list)
 
+    def add_history_line(self, metrics: dict, lr: float, eval_seconds: float, complete: bool) -> dict:
+        """The epoch's line of metrics.jsonl (also logged): training loss, dev metrics, lr, speed."""
+        line = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": self.loss_sum / max(self.examples, 1),
+                **metrics, "lr": lr, "seconds": round(self.seconds, 3), "eval_seconds": round(eval_seconds, 3),
+                "tokens_per_s": round(self.tokens / max(self.seconds, 1e-9), 1)}
+        if not complete:
+            line["partial_epoch"] = True  # --max-steps stopped it: last.pt keeps the position
+        self.history.append(line)
+        return line
+
+    def note_score(self, epoch: int, score: float) -> None:
+        """Early stopping's count: evaluations since the best score (ties keep the earlier epoch)."""
+        if score > self.best_score or not self.best_epoch:
+            self.best_score, self.best_epoch, self.bad_evals = score, epoch, 0
+        else:
+            self.bad_evals += 1
+
+    def start_next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.loss_sum, self.examples, self.tokens, self.seconds = 0.0, 0, 0, 0.0
+
     def model_epoch(self, best_loaded: bool) -> int | None:
         """The epoch whose weights the model holds: the loaded best checkpoint's, else the last one trained."""
         if best_loaded:

@@ -232,19 +232,12 @@ class _Trainer:
             metrics = run_on_main(lambda: evaluate_model(self.module, self.evaluate, self.metric, self.device))
             eval_seconds = time.perf_counter() - t
         lr = self.step_log[-1]["lr"] if self.step_log else self.optimizer.param_groups[0]["lr"]  # of the last step
-        line = {"epoch": epoch, "step": p.global_step, "train_loss": p.loss_sum / max(p.examples, 1), **metrics,
-                "lr": lr, "seconds": round(p.seconds, 3),
-                "eval_seconds": round(eval_seconds, 3), "tokens_per_s": round(p.tokens / max(p.seconds, 1e-9), 1)}
-        if not complete:
-            line["partial_epoch"] = True
-        p.history.append(line)
-        self._log(json.dumps(line))
+        self._log(json.dumps(p.add_history_line(metrics, lr, eval_seconds, complete)))
         history = list(p.history)
         run_on_main(lambda: write_run_file(self.out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history)))
         removed = self._update_best(epoch, metrics)
         if complete:
-            p.epoch, p.step_in_epoch = p.epoch + 1, 0
-            p.loss_sum, p.examples, p.tokens, p.seconds = 0.0, 0, 0, 0.0
+            p.start_next_epoch()
             self._save_last()
         # only now that last.pt no longer lists them (a crash before this leaves extra files: resume removes them)
         run_on_main(lambda: [best_path(self.out_dir, e["epoch"]).unlink(missing_ok=True) for e in removed])
@@ -255,10 +248,7 @@ class _Trainer:
         score = epoch_score(metrics, self.metric) if self.evaluate is not None else float(epoch)
         if score is None:
             return []  # not evaluated this epoch
-        if score > p.best_score or not p.best_epoch:
-            p.best_score, p.best_epoch, p.bad_evals = score, epoch, 0
-        else:
-            p.bad_evals += 1
+        p.note_score(epoch, score)
         if cfg.keep_best == 0:
             return []
         entry = {"epoch": epoch, "score": score, "metrics": metrics}
