@@ -201,7 +201,7 @@ class _Trainer:
         return loss.float()
 
     def _after_step(self, stats: dict, examples: int) -> None:
-        """Count the step: its loss over all ranks (the mean over its examples), tokens, position; log it."""
+        """Count the step: its loss over all ranks (the mean over its examples), its tokens, the position."""
         p = self.progress
         loss = float(all_reduce_sum(torch.tensor(stats["loss"], device=self.device))) / self.world
         tokens = int(all_reduce_sum(torch.tensor(self.tokens, device=self.device)))
