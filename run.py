@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 
@@ -28,7 +29,7 @@ BENCHMARKS = {
     "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
 }
 
-# tasks that write into --out-dir: one run per directory at a time (tasks/out_dir_lock.py)
+# tasks that write into --out-dir: one run per directory at a time (training/out_dir_lock.py)
 LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
 
 # subcommand -> (module with add_arguments(parser) and main(args), one-line help)
@@ -92,7 +93,7 @@ def out_dir_lock(args):
     """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
     if args.command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
         return contextlib.nullcontext()
-    from tasks.out_dir_lock import locked
+    from training.out_dir_lock import locked
     return locked(args.out_dir)
 
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress: one way, the logging module
     try:
         with out_dir_lock(args):
             result = args._main(args)

@@ -10,8 +10,8 @@ import torch
 from decoding.options import add_decoder_arguments, generate_from_args
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
-from tasks.arg_types import device_name, number
-from tasks.distributed import resolve_device
+from cli.arg_types import device_name, number
+from training.distributed import resolve_device
 
 
 def add_arguments(parser) -> None:

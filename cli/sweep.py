@@ -36,7 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.checkpointing import LAST, RESULT, atomic_write_text
+from minigpt.files import atomic_write_text
+from training.checkpointing import LAST, RESULT
 
 ROOT = Path(__file__).resolve().parents[1]  # where run.py is
 # task -> (module with add_arguments, the result.json entry that ranks the runs; higher is better)
@@ -281,7 +282,7 @@ def main(args) -> int:
               "ones resume)", file=sys.stderr)
         return 130
     rows = ranked_rows(runs, out_dir, metric, failed)
-    atomic_write_text(json.dumps(rows, indent=2) + "\n", out_dir / "sweep.json")
+    atomic_write_text(out_dir / "sweep.json", json.dumps(rows, indent=2) + "\n")
     print_table(rows, metric)
     print(f"table written to {out_dir / 'sweep.json'}")
     return 1 if failed else 0

@@ -31,7 +31,6 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 
 from .config import PRESETS, GPT2Config
+from .files import atomic_write
 from .model import GPT2
 
 DTYPES = {
@@ -156,26 +156,6 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
             f.write(memoryview(t.view(torch.uint8).numpy()))
 
     atomic_write(Path(path), write)
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(f) into a temporary file of a unique name beside `path`, flush it to disk, then rename: readers see
-    the old file or the new one. A failure (a full disk: OSError, or RuntimeError from torch) removes the
-    temporary file and raises OSError naming `path` and the cause."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, NotImplementedError):  # a programming error (e.g. a meta tensor), not the disk
-            raise
-        cause = f"{e.strerror} (errno {e.errno})" if isinstance(e, OSError) and e.strerror else str(e)
-        raise OSError(f"could not write {path}: {cause}; the file as it was before is untouched") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ----- pytorch_model.bin and sharded checkpoints ------------------------------------------------------------------

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from tasks.classification import say
-from tasks.data import (ParaphraseExample, SentimentExample, atomic_write_text, read_quora, read_sentiment)
+from minigpt.files import atomic_write_text
+from tasks.data import ParaphraseExample, SentimentExample, read_quora, read_sentiment
 
 
 def read_augment_sentiment(path, num_labels: int, train: list[SentimentExample]) -> list[SentimentExample]:

@@ -23,13 +23,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_safetensors, save_safetensors
-from tasks.checkpointing import write_result
+from training.checkpointing import write_result
 from tasks.classifier import POOLINGS
-from tasks.arg_types import number
+from cli.arg_types import number
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
-from tasks.distributed import get_world_size
-from tasks.train import config_from_args, is_main_process, train
+from training.distributed import get_world_size
+from cli.training_flags import config_from_args
+from training.trainer import is_main_process, train
 
 Encoded = tuple  # (ids: list[int], label: int)
 ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
@@ -165,7 +166,7 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
 
 
 def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args, loss_fn=None):
-    """The shared trainer (tasks/train.py) on encoded["train"] with `loss_fn` (default: the classification loss,
+    """The shared trainer (training/trainer.py) on encoded["train"] with `loss_fn` (default: the classification loss,
     plus R-Drop and SimCSE as the flags ask); dev accuracy on encoded["dev"] picks the best epoch. Returns the
     trainer's result."""
     loss_fn = loss_fn or partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse,
@@ -190,7 +191,7 @@ def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, 
     write them to <out-dir>/result.json, which marks the run finished."""
     best = evaluate(model, dev, pad_id, args.eval_batch_size)
     where = result.describe()
-    write_result(args.out_dir, best, result.model_epoch, args)
+    write_result(args.out_dir, best, result.model_epoch, vars(args))
     say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
         f"model exported to {model_dir}")
 

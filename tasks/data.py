@@ -25,10 +25,11 @@ import math
 import operator
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from minigpt.files import FILES_READ, atomic_write_text
 
 logger = logging.getLogger("minigpt.data")
 
@@ -111,14 +112,11 @@ def resolve_data_dir(arg: str | os.PathLike | None = None, must_exist: bool = Tr
     return path
 
 
-FILES_USED: dict[str, Path] = {}  # name -> path of every data file data_file() found in this process
-
-
 def data_file(data_dir: str | os.PathLike, name: str) -> Path:
     """data_dir / name, or MissingDataError naming the file, its expected format and where to get it."""
     path = Path(data_dir) / name
     if path.is_file():
-        FILES_USED[name] = path  # the run's record for --resume fingerprints it (tasks/run_settings.py)
+        FILES_READ[name] = path  # the run's record for --resume fingerprints it (training/run_settings.py)
         return path
     fmt, source = COURSE_FILES.get(name, ("see data/README.md", "see data/README.md"))
     raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}")
@@ -331,25 +329,6 @@ def sonnet_numbers(path) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------- writers
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write text (UTF-8, newlines as given) to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
 
 def _write_predictions(path, column: str, ids: Iterable[str], preds: Iterable) -> Path:
     ids, preds = list(ids), list(preds)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tasks.data import COURSE_FILES, DataError, atomic_write_text
+from minigpt.files import atomic_write_text
+from tasks.data import COURSE_FILES, DataError
 
 logger = logging.getLogger("minigpt.data")
 

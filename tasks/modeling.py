@@ -17,11 +17,12 @@ from pathlib import Path
 import torch.nn as nn
 
 from minigpt import GPT2, GPT2Config, Tokenizer, load_pretrained, save_pretrained
-from minigpt.checkpoint import atomic_write, resolve_model_dir, save_safetensors
+from minigpt.checkpoint import resolve_model_dir, save_safetensors
+from minigpt.files import atomic_write
 from minigpt.config import PRESETS
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
 from minigpt.prefix import PrefixTuning
-from tasks.arg_types import number
+from cli.arg_types import number
 
 FINETUNE_HELP = {
     "full": "every weight trains",

@@ -40,14 +40,14 @@ import torch.nn.functional as F
 
 from tasks.classification import (add_data_arguments, collate, encode_examples, evaluate, export_model, limit,
                                   max_length_for, predict, say)
-from tasks.checkpointing import write_result
+from training.checkpointing import write_result
 from tasks.classifier import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
                         resolve_data_dir, write_paraphrase_predictions, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.train import (add_training_arguments, config_from_args, is_main_process,
-                         seed_everything, train)
+from cli.training_flags import add_training_arguments, config_from_args
+from training.trainer import is_main_process, seed_everything, train
 
 TASKS = ("sst", "quora")  # task index t = position here
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
@@ -192,7 +192,7 @@ def main(args) -> int:
             say(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
     model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args)
     best = evaluate_tasks(model)
-    write_result(out_dir, best, result.model_epoch, args)
+    write_result(out_dir, best, result.model_epoch, vars(args))
     where = result.describe()
     say(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
         + f"; model exported to {model_dir}")

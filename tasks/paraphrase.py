@@ -22,7 +22,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from tasks.arg_types import number
+from cli.arg_types import number
 from tasks.augment import read_augment_pairs
 from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
                                   export_model, limit, load_head, max_length_for, report_dev, say,
@@ -34,7 +34,8 @@ from tasks.data import (course_file_name, course_preprocess, data_file, paraphra
 from tasks.hard_negatives import hard_negatives
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
-from tasks.train import add_training_arguments, is_main_process, seed_everything
+from cli.training_flags import add_training_arguments
+from training.trainer import is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
 

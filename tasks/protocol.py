@@ -16,7 +16,7 @@ paraphrase_detection.py and optimizer.py. `--protocol course` sets what those sc
                  (cloze.py: course_prompt)
 
 What it does not reproduce: the random order of the training examples (the course's DataLoader draws its own;
-ours comes from --seed, tasks/train.py:epoch_plan).
+ours comes from --seed, training/loop.py:epoch_plan).
 
 Flags given on the command line win over the protocol: `--protocol course --lr 2e-5` is the course's recipe
 with another learning rate. To tell a flag given from one left out, each flag the protocol sets defaults to

@@ -2,7 +2,7 @@
 
     python run.py sentiment --dataset sst --model gpt2 --finetune full --lr 2e-5 --epochs 10 --out-dir runs/sst
 
-Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (tasks/train.py:
+Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (training/trainer.py:
 checkpoints, warmup/decay, clipping, --resume) on cross-entropy (+ --rdrop, --simcse), reports dev accuracy and
 macro-F1 after every epoch (the best epoch by dev accuracy is kept), then with the best weights (--select last:
 the last epoch's) writes
@@ -32,7 +32,8 @@ from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
-from tasks.train import add_training_arguments, is_main_process, seed_everything
+from cli.training_flags import add_training_arguments
+from training.trainer import is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
 

@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf, corpus_chrf_interval
 from decoding.options import add_decoder_arguments, generate_from_args
-from tasks.arg_types import number
-from tasks.checkpointing import write_result
+from cli.arg_types import number
+from training.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
 from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
                             load_model_and_tokenizer)
 from tasks.protocol import add_protocol_argument, resolve_protocol
-from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
+from cli.training_flags import add_training_arguments, config_from_args
+from training.trainer import is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")
 PROMPT_LINES = 3
@@ -252,7 +253,7 @@ def main(args) -> int:
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args)
     write_result(out_dir, {"dev_chrf": dev_chrf.score, "dev_chrf_mean": dev_chrf.mean,
-                           "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch, args)
+                           "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch, vars(args))
     print(f"dev chrF: {dev_chrf}, 95% bootstrap interval; floors: prompts {floors['floor_prompts']:.2f}, prompt "
           f"+ random lines {floors['floor_random_lines']:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
           + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")

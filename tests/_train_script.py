@@ -1,4 +1,4 @@
-"""A tiny GPT-2 training run for tests/test_train.py: a module (in-process tests) and a script (subprocesses).
+"""A tiny GPT-2 training run for tests/test_trainer.py: a module (in-process tests) and a script (subprocesses).
 
     python tests/_train_script.py --out-dir D [trainer flags] [--kill-at-call N] [--dropout P] [--n-train N]
     torchrun --nproc_per_node=2 tests/_train_script.py --out-dir D ...
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import GPT2, GPT2Config
-from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything, train
+from cli.training_flags import add_training_arguments, config_from_args
+from training.trainer import is_main_process, seed_everything, train
 
 SEQ_LEN = 12
 VOCAB = 300

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run
-import tasks.train
+import training.trainer
 from minigpt import GPT2, GPT2Config, save_pretrained
 from minigpt.checkpoint import load_safetensors, save_safetensors
 from minigpt.tokenizer import write_vocab_files
@@ -175,7 +175,7 @@ def test_one_line_error_before_any_training_step(files, case, argv, names, capsy
     def step(*args, **kwargs):
         raise StepTaken(case)
 
-    monkeypatch.setattr(tasks.train._Trainer, "_step", step)
+    monkeypatch.setattr(training.trainer._Trainer, "_run_epoch", step)
     monkeypatch.delenv("MINIGPT_DEBUG", raising=False)
     try:
         code = run.main(argv(files))
@@ -195,18 +195,18 @@ def test_unsafe_advice_is_never_given(files, capsys):
 
 
 def test_failed_write_without_checkpoint_does_not_suggest_resume(tmp_path, monkeypatch):
-    from tasks.checkpointing import CheckpointError, atomic_write_text
+    from training.checkpointing import CheckpointError, write_run_file
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(CheckpointError) as info:
-        atomic_write_text("x", tmp_path / "metrics.jsonl")
+        write_run_file(tmp_path / "metrics.jsonl", "x")
     assert "--resume" not in str(info.value) and "run again" in str(info.value)
     (tmp_path / "last.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="then --resume"):
-        atomic_write_text("x", tmp_path / "metrics.jsonl")
+        write_run_file(tmp_path / "metrics.jsonl", "x")
 
 
 def test_nan_weights_warn_at_load_naming_the_tensor(files):

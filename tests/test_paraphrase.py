@@ -19,7 +19,7 @@ from tasks.classifier import last_token_index
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
 from tasks.modeling import apply_finetune
-from tasks.train import TrainConfig, seed_everything, train
+from training.trainer import TrainConfig, seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
 

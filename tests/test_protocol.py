@@ -25,9 +25,10 @@ from tasks.classification import encode_examples, train_classifier
 from tasks.classifier import GPT2Classifier
 from tasks.cloze import course_prompt
 from tasks.modeling import apply_finetune
-from tasks.optimization import warmup_constant
+from training.optimization import warmup_constant
 from tasks.protocol import COURSE, resolve_protocol
-from tasks.train import TrainConfig, config_from_args, epoch_plan, train
+from cli.training_flags import config_from_args
+from training.trainer import TrainConfig, epoch_plan, train
 from tests.conftest import tiny_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,16 +14,16 @@ import pytest
 import torch
 
 import run
-from tasks.checkpointing import CheckpointError, load_file
+from training.checkpointing import CheckpointError, load_file
 from tasks.data import DataError
-from tasks.out_dir_lock import LOCK, OutDirLockedError, acquire, release
-from tasks.run_settings import IGNORED, setting_differences
+from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release
+from training.run_settings import IGNORED, setting_differences
 from tasks.sonnet import load_sonnet_data
-from tasks.train import train
-from tasks.train_config import parsed_settings
+from training.trainer import train
+from cli.training_flags import parsed_settings
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.test_sonnet import sonnet_file, write_fixture
-from tests.test_train import Affine, Scripted, affine_data, cfg_for, collate_xy, mse
+from tests.test_trainer import Affine, Scripted, affine_data, cfg_for, collate_xy, mse
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("sonnet", "sentiment", "paraphrase", "multitask")
@@ -124,7 +124,7 @@ def test_resume_accepts_what_cannot_change_the_result(sst):
 
 # ---- the lock on --out-dir -----------------------------------------------------------------------------------
 def hold_lock(out_dir: Path) -> subprocess.Popen:
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from tasks.out_dir_lock import acquire; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from training.out_dir_lock import acquire; "
             f"acquire({str(out_dir)!r}); print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

@@ -22,7 +22,7 @@ from tasks.classification import (accuracy, classification_loss, collate, encode
 from tasks.classifier import ClassificationHead, GPT2Classifier
 from tasks.data import read_predictions, read_sentiment
 from tasks.modeling import apply_finetune
-from tasks.train import TrainConfig, seed_everything, train
+from training.trainer import TrainConfig, seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
 

@@ -106,7 +106,7 @@ def test_sonnet_on_the_real_files_with_the_real_tokenizer(tmp_path):
 def test_training_loss_falls(tmp_path, tiny_tok):
     """Learning, not just running: 40 steps on the fixture sonnets take the loss down by more than 2 nats."""
     from tasks import sonnet
-    from tasks.train import TrainConfig, seed_everything, train
+    from training.trainer import TrainConfig, seed_everything, train
     from minigpt import GPT2, GPT2Config, Tokenizer
 
     data = write_fixture(tmp_path / "data", n_train=32)

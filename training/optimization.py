@@ -1,7 +1,8 @@
 """The trainer's optimizer and learning-rate schedule, as the flags choose them.
 
 --optimizer adamw    minigpt/optim.py's AdamW (torch's equations, eps 1e-8); biases, LayerNorm weights and
-                     embeddings are exempt from weight decay (optim.param_groups)
+                     embeddings are exempt from weight decay (optim.param_groups); --explicit-math runs its
+                     plain form, one parameter at a time (foreach=False)
 --optimizer course   minigpt/course_adamw.py: the course's optimizer.py (eps 1e-6, bias corrections folded into
                      the step size, weight decay after the update, on every trainable parameter alike)
 
@@ -16,13 +17,14 @@ import torch.nn as nn
 
 from minigpt.course_adamw import CourseAdamW
 from minigpt.optim import AdamW, linear_warmup_decay, param_groups
-from tasks.train_config import CHOICES
+from training.config import CHOICES
 
 
-
-def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,
+                    foreach: bool = True) -> torch.optim.Optimizer:
+    """foreach=False (--explicit-math): AdamW updates one parameter at a time, the plain equations."""
     if name == "adamw":
-        return AdamW(param_groups(module, weight_decay), lr=lr, weight_decay=weight_decay)
+        return AdamW(param_groups(module, weight_decay), lr=lr, weight_decay=weight_decay, foreach=foreach)
     if name == "course":
         trainable = [p for p in module.parameters() if p.requires_grad]
         return CourseAdamW(trainable, lr=lr, weight_decay=weight_decay)

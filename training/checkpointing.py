@@ -1,4 +1,4 @@
-"""Checkpoint files of the trainer: atomic writes, model signatures, RNG states, the best-k bookkeeping.
+"""Checkpoint files of the trainer: what they hold, model signatures, RNG states, the best-k bookkeeping.
 
 Files in a run's out_dir:
 
@@ -9,10 +9,8 @@ Files in a run's out_dir:
     result.json          written by the task when the whole run is done (final dev metrics, best epoch): its
                          presence marks a finished run (`run.py sweep` skips those)
 
-Atomic write: a crash (SIGKILL, power loss, full disk) must never leave a half-written file under a checkpoint's
-name. So each file is written to a temporary `X.<random>.tmp` in the same directory (removed when the write
-fails), flushed to disk (fsync), then renamed over `X` (os.replace is atomic on POSIX and Windows): readers see
-either the old complete file or the new complete one.
+Every file is written atomically (minigpt/files.py: a temporary file, fsync, rename), so a crash never leaves
+a half-written file under a checkpoint's name.
 
 Every file loads with `torch.load(..., weights_only=True)`: only tensors and plain Python values, so loading a
 checkpoint never runs code.
@@ -20,16 +18,15 @@ checkpoint never runs code.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from minigpt.files import atomic_save, atomic_write_text
 
 LAST = "last.pt"
 FORMAT = "minigpt-trainer-1"  # the "format" entry of last.pt
@@ -46,37 +43,6 @@ def best_path(out_dir: str | Path, epoch: int) -> Path:
     return Path(out_dir) / f"best-epoch{epoch:03d}.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")  # a name no one else uses
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # the atomic step: `path` now names the complete new file
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CheckpointError(f"could not write {path}: {write_failure(e, path.parent)}; files already in "
-                              f"{path.parent} are untouched ({next_step(path.parent)})") from e
-    _fsync_dir(path.parent)
-
-
-def write_failure(e: Exception, directory: Path) -> str:
-    """Why a write failed, in words: the OS's reason, or for torch's own errors the free space left."""
-    if isinstance(e, OSError):
-        return f"{e.strerror or e} (errno {e.errno})"
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        free = None
-    if free is not None and free < 64 * 1024 * 1024:
-        return f"No space left on device ({free:,} bytes free; torch: {e})"
-    return f"{type(e).__name__}: {e}"
-
-
 def next_step(directory: Path) -> str:
     """What to do after a failed write: --resume only when there is a checkpoint to resume from."""
     if (Path(directory) / LAST).is_file():
@@ -84,45 +50,48 @@ def next_step(directory: Path) -> str:
     return "free space or fix permissions, then run again"
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort, some systems cannot open directories."""
+def prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    """Create out_dir, remove temporary files a killed run left, and refuse to overwrite a run (without
+    --resume); an empty metrics.jsonl proves the directory writable before any training."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the output directory {out_dir}: {e.strerror or e}") from e
+    for tmp in out_dir.glob("*.tmp"):  # left by a run killed mid-write; we hold the directory's lock
+        tmp.unlink(missing_ok=True)
+    if not resume:
+        if (out_dir / LAST).exists():
+            raise CheckpointError(f"{out_dir / LAST} exists: pass --resume to continue that run, or choose "
+                                  "another --out-dir (nothing was overwritten)")
+        write_run_file(out_dir / METRICS, "")
+
+
+def write_run_file(path: str | Path, content) -> None:
+    """Write a text file (`content` a str) or a checkpoint (a dict, torch.save) with minigpt.files' atomic
+    writer; a failure becomes a CheckpointError that says what to do next."""
+    path = Path(path)
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write_text(path, content) if isinstance(content, str) else atomic_save(content, path)
+    except OSError as e:
+        raise CheckpointError(f"{e} ({next_step(path.parent)})") from e
 
 
-def atomic_save(obj: dict, path: str | Path) -> None:
-    """torch.save(obj, path) through a temporary file + rename; CheckpointError names the path on failure."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
-
-
-def write_result(out_dir: str | Path, metrics: dict, best_epoch: int | None, args) -> Path:
+def write_result(out_dir: str | Path, metrics: dict, best_epoch: int | None, settings: dict) -> Path:
     """Write out_dir/result.json, the last file a finished run writes: its final dev `metrics`, the epoch whose
-    weights gave them (None: untrained, or no dev evaluation kept) and what was run (--finetune, --epochs,
-    --model of the task's parsed `args`)."""
-    result = metrics | {"best_epoch": best_epoch, "finetune": args.finetune, "epochs": args.epochs,
-                        "model": str(args.model)}
+    weights gave them (None: untrained, or no dev evaluation kept) and what was run (the task's settings
+    "finetune", "epochs" and "model")."""
+    result = metrics | {"best_epoch": best_epoch, "finetune": settings["finetune"], "epochs": settings["epochs"],
+                        "model": str(settings["model"])}
     path = Path(out_dir) / RESULT
-    atomic_write_text(json.dumps(result, indent=2) + "\n", path)
+    write_run_file(path, json.dumps(result, indent=2) + "\n")
     return path
 
 
-def load_file(path: str | Path, map_location="cpu") -> dict:
-    """torch.load with clear errors: a missing file or a damaged one names the path."""
+def load_file(path: str | Path, map_location="cpu", missing: str = "no checkpoint at {path}") -> dict:
+    """torch.load with clear errors: a missing file (the message `missing`) or a damaged one names the path."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(missing.format(path=path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # it asks to build Python objects: loading it could run code
@@ -178,6 +147,12 @@ def update_best(best: list[dict], entry: dict, k: int) -> tuple[list[dict], list
     ranked = sorted(best + [entry], key=lambda e: (-e["score"], e["epoch"]))
     kept, dropped = ranked[:k], ranked[k:]
     return kept, [e for e in dropped if e is not entry]
+
+
+def tidy_after_resume(out_dir: Path, history: list[dict], best: list[dict]) -> None:
+    """Drop the metrics lines and best files written after last.pt was (a crash in between)."""
+    write_run_file(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    remove_stale_best(out_dir, best)
 
 
 def remove_stale_best(out_dir: str | Path, best: list[dict]) -> None:

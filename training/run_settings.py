@@ -7,13 +7,13 @@ The record, stored in last.pt and built again on --resume:
                added later, with no list to keep up to date
     model      the state_dict's names and shapes, and the config of every submodule that has one (GPT2Config:
                dropout, layer_norm_epsilon, ... which the weights alone do not show)
-    files      size and SHA-256 of every data file the task read (tasks.data.data_file), of every file a flag
-               names (--augment, --load-head) and of the config and tokenizer files in a directory a flag names
-               (--model DIR, --tokenizer DIR)
+    files      size and SHA-256 of every data file the task read (minigpt.files.FILES_READ: tasks/data.py records
+               them), of every file a flag names (--augment, --load-head) and of the config and tokenizer files
+               in a directory a flag names (--model DIR, --tokenizer DIR)
     n_train    the number of training examples
 
 Only settings that cannot change the numbers may differ: IGNORED below (where files go, the device, --resume
-itself, how often last.pt is written, where a smoke run stops: resumed runs are exact, see tasks/train.py).
+itself, how often last.pt is written, where a smoke run stops: resumed runs are exact, see training/trainer.py).
 A file read by only one of the two runs is not compared (the same settings read the same files).
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from tasks.checkpointing import FORMAT, CheckpointError, model_signature, signature_mismatches
-from tasks.data import FILES_USED
+from minigpt.files import FILES_READ
+from training.checkpointing import FORMAT, CheckpointError, model_signature, signature_mismatches
 
 IGNORED = {"out_dir", "device", "resume", "save_every", "max_steps", "find_unused_parameters", "settings"}
 FIRST = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
@@ -45,7 +45,7 @@ def run_record(cfg, module: nn.Module, n_train: int) -> dict:
 
 def fingerprint_files(settings: dict) -> dict[str, dict]:
     """{label: {"size", "sha256"}} of the data files read so far and the files the settings name."""
-    files = {name: path for name, path in FILES_USED.items()}
+    files = {name: path for name, path in FILES_READ.items()}
     for key, value in settings.items():
         if key in IGNORED or not isinstance(value, str) or not value:
             continue
@@ -54,7 +54,7 @@ def fingerprint_files(settings: dict) -> dict[str, dict]:
             files[f"--{key.replace('_', '-')} {path.name}"] = path
         elif path.is_dir():
             files |= {f"--{key.replace('_', '-')} {n}": path / n for n in MODEL_DIR_FILES if (path / n).is_file()}
-    FILES_USED.clear()
+    FILES_READ.clear()
     return {label: _fingerprint(path) for label, path in sorted(files.items()) if path.is_file()}
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def get_rank() -> int:
@@ -54,6 +56,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("mps", "cpu") and not name.startswith("cuda:"):
         raise ValueError(f"--device {name!r}: expected one of auto, cuda, mps, cpu (or cuda:N)")
     return torch.device(name)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def init_distributed(device: torch.device) -> bool:

@@ -1,10 +1,10 @@
-"""The trainer (tasks/train.py): exact resume after SIGKILL, best-k retention, early stopping, the NaN guard,
-write failures, resume errors, DDP and gradient accumulation equivalence, the learning-rate schedule."""
+"""The trainer (training/trainer.py): exact resume after SIGKILL, best-k retention, early stopping, DDP and
+gradient accumulation equivalence, the learning-rate schedule. The NaN guard: test_nan_guard.py; write failures
+and resume errors: test_checkpointing.py."""
 from __future__ import annotations
 
-import argparse
-import errno
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -16,8 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.checkpointing import CheckpointError
-from tasks.train import NonFiniteLossError, TrainConfig, add_training_arguments, config_from_args, epoch_plan, train
+from training.trainer import TrainConfig, train
 from tests import _train_script as script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,11 +206,16 @@ def test_keeps_exactly_the_k_best_and_loads_the_best(tmp_path, k):
     assert [h["dev_acc"] for h in result.history] == scores
 
 
-def test_early_stopping_after_patience(tmp_path):
+def test_early_stopping_after_patience(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="minigpt.trainer")
     evaluate = Scripted([0.5, 0.6, 0.4, 0.55, 0.3, 0.9], tmp_path)
     result = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, patience=2), evaluate,
                    "dev_acc")
     assert result.stop_reason == "early stopping"
+    said = [(r.name, r.getMessage()) for r in caplog.records]  # the trainer speaks through logging, nothing else
+    assert ("minigpt.trainer", "early stopping: no dev improvement in 2 evaluations (best: epoch 2, dev_acc = "
+            "0.6000)") in said
+    assert [json.loads(m)["epoch"] for n, m in said if m.startswith("{")] == [1, 2, 3, 4]  # one line per epoch
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2
     assert result.best_epoch == 2 and len(_metrics(tmp_path)) == 4
     # resuming a stopped run stops again at once
@@ -227,125 +231,6 @@ def test_without_evaluate_the_last_epochs_are_best(tmp_path):
     assert result.best_epoch == 4 and result.best_metric is None and not model.training
     last = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     _assert_same_weights(model.state_dict(), last)
-
-
-# ---- NaN/inf guard ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("poison", ["loss", "gradient"])
-def test_non_finite_stops_and_keeps_last_good_checkpoint(tmp_path, poison):
-    calls = 0
-
-    def loss_fn(model, batch):  # 4 examples, batch 2: 2 steps per epoch; call 4 = epoch 2, step 2
-        nonlocal calls
-        calls += 1
-        loss = mse(model, batch)
-        if calls == 4 and poison == "loss":
-            return loss * float("nan")
-        if calls == 4:  # finite loss (0), infinite gradient: d sqrt(u)/du at u = 0
-            return loss + torch.sqrt(model.proj.weight.pow(2).sum() * 0)
-        return loss
-
-    evaluate = Scripted([0.1, 0.2, 0.3], tmp_path)
-    model = Affine()
-    with pytest.raises(NonFiniteLossError) as info:
-        train(model, affine_data(4), collate_xy, loss_fn, cfg_for(tmp_path), evaluate, "dev_acc")
-    message = str(info.value)
-    assert "epoch 2, step 2/2" in message and str(tmp_path / "last.pt") in message
-    last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert (last["progress"]["epoch"], last["progress"]["step_in_epoch"], last["progress"]["global_step"]) == (1, 0, 2)
-    _assert_same_weights(last["model"], evaluate.weights[0])  # the state after epoch 1, intact
-    assert all(torch.isfinite(p).all() for p in model.parameters())  # the poisoned step was never taken
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_overflowing_update_is_never_saved(tmp_path, monkeypatch):
-    """Finite loss and gradient, but the update overflows: the guard refuses to write those weights."""
-    from minigpt.optim import AdamW
-
-    real_step = AdamW.step
-
-    def overflowing_step(self, closure=None):
-        real_step(self, closure)
-        self.param_groups[0]["params"][0].data[0, 0] = float("inf")
-
-    monkeypatch.setattr(AdamW, "step", overflowing_step)
-    with pytest.raises(NonFiniteLossError, match="NaN/inf weights.*after global step 1; nothing was written"):
-        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, save_every=1))
-    assert not (tmp_path / "last.pt").exists()
-
-
-# ---- write failures --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("failing_call, name", [(3, "best-epoch002.pt"), (4, "last.pt")])
-def test_disk_full_gives_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, failing_call, name):
-    real_save, calls = torch.save, 0
-
-    def save(obj, f, *args, **kwargs):  # saves per epoch: best-epochE.pt, then last.pt
-        nonlocal calls
-        calls += 1
-        if calls == failing_call:
-            f.write(b"partial")  # a half-written file, as a full disk leaves it
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(CheckpointError) as info:
-        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path), Scripted([0.1, 0.2, 0.3], tmp_path),
-              "dev_acc")
-    assert str(tmp_path / name) in str(info.value) and "No space left on device" in str(info.value)
-    monkeypatch.setattr(torch, "save", real_save)
-    last = torch.load(tmp_path / "last.pt", weights_only=True)  # the epoch-1 checkpoint, complete
-    assert last["progress"]["epoch"] == 1
-    torch.load(tmp_path / "best-epoch001.pt", weights_only=True)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_output_directory(tmp_path):
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(CheckpointError, match="metrics.jsonl.*Permission denied"):
-            train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path))
-    finally:
-        tmp_path.chmod(0o755)
-
-
-# ---- resume errors ---------------------------------------------------------------------------------------------
-def test_resume_without_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(CheckpointError, match=f"--resume: no checkpoint at {tmp_path / 'last.pt'}"):
-        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
-
-
-def test_resume_refuses_another_model_size_and_changed_settings(tmp_path):
-    data = script.synthetic_data(8, 1)
-    train(script.tiny_model(0), data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2, max_steps=1))
-    smaller = script.tiny_model(0, n_embd=32)
-    with pytest.raises(CheckpointError, match=r"different model[\s\S]*wte.weight: checkpoint \[300, 64\] vs model "
-                                              r"\[300, 32\]"):
-        train(smaller, data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2, resume=True))
-    with pytest.raises(CheckpointError, match="other settings.*seed: 3 -> 4; batch_size: 2 -> 4"):
-        train(script.tiny_model(0), data, script.collate, script.lm_loss,
-              cfg_for(tmp_path, epochs=2, resume=True, batch_size=4, seed=4))
-    with pytest.raises(CheckpointError, match="exists: pass --resume"):  # a fresh run never overwrites a run
-        train(script.tiny_model(0), data, script.collate, script.lm_loss, cfg_for(tmp_path, epochs=2))
-
-
-def test_resume_from_a_damaged_or_foreign_file(tmp_path):
-    (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 cut short")  # a truncated zip, as a crash mid-copy leaves
-    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {tmp_path / 'last.pt'}"):
-        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
-    torch.save({"model": Affine().state_dict()}, tmp_path / "last.pt")  # e.g. a best-epoch file renamed
-    with pytest.raises(CheckpointError, match="not a trainer checkpoint"):
-        train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
-
-
-def test_resume_tidies_files_written_after_the_last_checkpoint(tmp_path):
-    """A crash between writing metrics.jsonl / best files and last.pt leaves extras; resume removes them."""
-    train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, max_steps=4))  # 2 epochs of 2 steps
-    with open(tmp_path / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
-    (tmp_path / "best-epoch007.pt").write_bytes(b"stale")
-    result = train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
-    assert [h["epoch"] for h in _metrics(tmp_path)] == [1, 2, 3] and result.global_step == 6
-    assert sorted(p.name for p in tmp_path.glob("best-epoch*.pt")) == [f"best-epoch00{e}.pt" for e in (1, 2, 3)]
 
 
 # ---- DDP and gradient accumulation equal one big batch -----------------------------------------------------------
@@ -387,7 +272,7 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path, n_train):
     _assert_same_weights(results[2][1], results[1][1], atol=1e-5)
 
 
-# ---- schedule, data order, flags --------------------------------------------------------------------------------
+# ---- schedule, contract checks ------------------------------------------------------------------------------
 @pytest.mark.parametrize("warmup, warmup_steps", [(0.25, 3), (5, 5), (0.0, 0)])
 def test_learning_rate_is_linear_warmup_then_linear_decay(tmp_path, warmup, warmup_steps):
     total, peak = 12, 1e-2  # 8 examples, batch 2: 4 steps per epoch, 3 epochs
@@ -397,32 +282,6 @@ def test_learning_rate_is_linear_warmup_then_linear_decay(tmp_path, warmup, warm
         assert entry["lr"] == pytest.approx(expected, abs=1e-12), s
     assert len(result.step_log) == total
     assert [h["lr"] for h in result.history] == [result.step_log[i]["lr"] for i in (3, 7, 11)]
-
-
-def test_epoch_plan_is_a_seeded_permutation():
-    plan = epoch_plan(10, batch_size=3, grad_accum=2, world_size=1, seed=7, epoch=0)
-    ids = torch.cat([m for step in plan for m in step])
-    assert sorted(ids.tolist()) == list(range(10)) and [len(s) for s in plan] == [2, 2]
-    again = epoch_plan(10, 3, 2, 1, 7, 0)
-    assert all(torch.equal(a, b) for s, t in zip(plan, again) for a, b in zip(s, t))
-    assert not torch.equal(ids, torch.cat([m for s in epoch_plan(10, 3, 2, 1, 7, 1) for m in s]))
-    # with 2 ranks the final micro-batch of 1 example cannot be split: it is dropped
-    assert [len(m) for s in epoch_plan(9, 4, 1, 2, 7, 0) for m in s] == [4, 4]
-
-
-def test_flags_fill_the_config():
-    parser = argparse.ArgumentParser()
-    add_training_arguments(parser, epochs=7, out_dir="runs/x", lr=1e-4)
-    cfg = config_from_args(parser.parse_args(["--grad-accum", "2", "--no-amp", "--resume", "--warmup", "0.1"]))
-    assert (cfg.epochs, cfg.out_dir, cfg.lr, cfg.grad_accum, cfg.amp, cfg.resume, cfg.warmup) == \
-        (7, "runs/x", 1e-4, 2, False, True, 0.1)
-    assert "--max-steps" in parser.format_help() and "micro-batches" in parser.format_help()
-    with pytest.raises(TypeError, match="unknown defaults"):
-        add_training_arguments(argparse.ArgumentParser(), epoch=3)
-    with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(out_dir="x", batch_size=0)
-    with pytest.raises(ValueError, match="warmup"):
-        TrainConfig(out_dir="x", warmup=1.5)
 
 
 def test_evaluate_needs_a_metric_it_returns(tmp_path):
