@@ -24,7 +24,7 @@ What the fast variant buys, measured on gpt2's 124M parameters (2 threads; `benc
 bench/adamw.py; README, "Tests and benchmarks"): 335 ms a step in pieces, whole tensors 679 ms, torch.optim.AdamW
 foreach 814 ms. On a 2-layer gpt2-width model (46M parameters, 38M of them the token embedding) on this 2-core
 machine shared with other jobs (load average ~5, two runs each, rough): plain one parameter at a time
-1574-1824 ms a step, the pieces 1289-1498 ms (the gap is larger on an idle machine and on a GPU).
+1574-1824 ms a step, the pieces 1289-1498 ms.
 """
 from __future__ import annotations
 
