@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from minigpt.kv_cache import KVCache
 
-from .sampling import check_prompt, inference, mask_upto, padding_mask
+from .common import check_prompt, inference, mask_upto, padding_mask
 
 NEG = -1.0e9  # "impossible" score, as transformers uses (finite, so sums stay ordered)
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from minigpt.kv_cache import KVCache
 
-from .sampling import check_prompt, inference, mask_upto, padding_mask
+from .common import check_prompt, inference, mask_upto, padding_mask
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -17,7 +17,8 @@ import torch
 from .beam import beam_search
 from .contrastive import contrastive_search
 from .mbr import mbr_select
-from .sampling import check_prompt, sample
+from .common import check_prompt
+from .sampling import sample
 
 
 def trim_after_eos(row: torch.Tensor, prompt_len: int, eos_token_id: int | None) -> torch.Tensor:

@@ -3,13 +3,15 @@
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head) + mask) V
 
 Each of the n_head heads sees d_head = n_embd / n_head dimensions. Two paths compute the same thing:
-  * `math`: the equation above, line by line (read this one);
-  * `fused`: torch.nn.functional.scaled_dot_product_attention, one kernel (the default, faster).
+  * `math_attention`: the equation above, line by line (read this one); what `fused=False` (`--explicit-math`,
+    GPT2.set_fused(False)) runs everywhere, on every device, in training and in eval;
+  * `fused_attention`: torch.nn.functional.scaled_dot_product_attention, one kernel (the default, faster). On a
+    CPU in training with dropout it too runs the math (PyTorch's CPU kernel would run the same math in C++).
 
-KV cache: at generation time the keys and values of earlier tokens do not change, so we keep them
-(`layer_past = (k, v)`, each (B, n_head, T_past, d_head)) and only compute q, k, v for the new tokens.
-Prefix-tuning reuses the same door: its learned prefixes arrive as `layer_past`. The decoders pass a
-preallocated `LayerCache` instead (kv_cache.py), which writes the new keys in place rather than concatenating.
+KV cache: at generation time the keys and values of earlier tokens do not change, so we keep them in a
+`LayerCache` (kv_cache.py; each (B, n_head, T_past, d_head)) and only compute q, k, v for the new tokens: the new
+keys and values are written into the cache, and attention reads all of them. Prefix-tuning reuses the same door:
+its learned prefixes are the first positions of the cache.
 """
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ from .config import GPT2Config
 from .dropout import Dropout
 from .kv_cache import LayerCache
 
-KeyValue = tuple[torch.Tensor, torch.Tensor]  # (k, v), each (B, n_head, T, d_head)
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPT2Config):
@@ -35,36 +35,30 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # x -> [q | k | v]
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)  # concatenated heads -> residual stream
-        self.attn_dropout = Dropout(cfg.dropout)
-        self.resid_dropout = Dropout(cfg.dropout)
+        self.attn_dropout = Dropout(cfg.dropout, cfg.fused)
+        self.resid_dropout = Dropout(cfg.dropout, cfg.fused)
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, C = t.shape
         return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, layer_past: KeyValue | LayerCache | None = None
-    ) -> tuple[torch.Tensor, KeyValue]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
         """x: (B, T, C). mask: (B or 1, 1, T, S) bool, True = may attend, S = T_past + T; None = plain causal.
+        cache: this layer's keys/values of the T_past earlier positions; the new ones are written into it.
 
-        Returns the output (B, T, C) and the keys/values of all S positions, to cache.
-        """
+        Returns the output (B, T, C)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
-        if isinstance(layer_past, LayerCache):
-            k, v = layer_past.append(k, v)  # (B, H, S, D): the new positions written into the preallocated buffer
-        elif layer_past is not None:
-            past_k, past_v = layer_past
-            k = torch.cat((past_k, k), dim=2)  # (B, H, S, D)
-            v = torch.cat((past_v, v), dim=2)
-        if self.fused and not (self.training and self.dropout > 0 and q.device.type == "cpu"):
-            y = self.fused_attention(q, k, v, mask)  # PyTorch's CPU kernel has no dropout: it would run the math
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, S, D): the past and the new positions
+        if self.fused:
+            y = self.fused_attention(q, k, v, mask)
         else:
-            y = self.math_attention(q, k, v, mask)
+            y = self.math_attention(q, k, v, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
-        y = self.resid_dropout(self.c_proj(y))
-        return y, (k, v)
+        return self.resid_dropout(self.c_proj(y))
 
     def math_attention(self, q, k, v, mask):
         """q: (B, H, T, D); k, v: (B, H, S, D) -> (B, H, T, D)."""
@@ -79,8 +73,11 @@ class CausalSelfAttention(nn.Module):
         return probs @ v  # (B, H, T, D)
 
     def fused_attention(self, q, k, v, mask):
+        """The same as math_attention in one kernel: F.scaled_dot_product_attention."""
         T, S = q.size(2), k.size(2)
         p = self.dropout if self.training else 0.0
+        if p > 0 and q.device.type == "cpu":
+            return self.math_attention(q, k, v, mask)  # PyTorch's CPU kernel has no dropout: it would run the math
         if mask is None and T == S:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         if mask is None and T == 1:

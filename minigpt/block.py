@@ -13,9 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import CausalSelfAttention, KeyValue
+from .attention import CausalSelfAttention
 from .config import GPT2Config
 from .dropout import Dropout
+from .kv_cache import LayerCache
 
 
 class LayerNorm(nn.Module):
@@ -28,12 +29,12 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased variance, as LayerNorm defines it
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., C)
+        if not self.fused:  # the equation
+            mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+            var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1), biased variance, as LayerNorm defines it
+            return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # the same in one kernel
 
 
 def gelu(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
@@ -41,9 +42,9 @@ def gelu(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
 
     gelu(x) = 0.5 x (1 + tanh( sqrt(2/pi) (x + 0.044715 x^3) ))
     """
-    if fused:
-        return F.gelu(x, approximate="tanh")
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    if not fused:  # the equation
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    return F.gelu(x, approximate="tanh")  # the same in one kernel
 
 
 class MLP(nn.Module):
@@ -54,7 +55,7 @@ class MLP(nn.Module):
         self.fused = cfg.fused
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, cfg.fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         return self.dropout(self.c_proj(gelu(self.c_fc(x), self.fused)))
@@ -68,10 +69,8 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
         self.mlp = MLP(cfg)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, layer_past: KeyValue | None = None
-    ) -> tuple[torch.Tensor, KeyValue]:
-        a, present = self.attn(self.ln_1(x), mask, layer_past)
-        x = x + a
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        x = x + self.attn(self.ln_1(x), mask, cache)
         x = x + self.mlp(self.ln_2(x))
-        return x, present
+        return x

@@ -190,17 +190,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 # ----- Hugging Face names <-> ours --------------------------------------------------------------------------------
-def state_dict_problems(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
-    """Why `given` cannot load where `expected` fits: one line per kind of problem (missing keys, unexpected
-    keys, shape mismatches), each listing every key; empty when it fits."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mismatched = [f"{k}: saved {tuple(given[k].shape)}, model {tuple(expected[k].shape)}"
-                  for k in sorted(set(expected) & set(given)) if given[k].shape != expected[k].shape]
-    return [f"{what}: {', '.join(keys)}" for what, keys in
-            (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if keys]
-
-
 def hf_state_dict_to_minigpt(state: dict[str, torch.Tensor], model: GPT2 | None = None,
                              source: str | Path = "state dict") -> dict[str, torch.Tensor]:
     """Hugging Face names and layout -> ours: strip `transformer.`, transpose the Conv1D weights, drop the mask

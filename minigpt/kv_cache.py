@@ -1,16 +1,18 @@
-"""A preallocated KV cache: write each new position in place instead of concatenating the whole past.
+"""The KV cache: the keys and values of every position so far, kept so that a step computes only its new ones.
 
-The plain cache is a list with one (k, v) pair per layer, each (B, n_head, T_past, d_head); every step
-`torch.cat`s the new key onto the past, which copies all T_past positions of every layer again. `KVCache` keeps
-each layer's keys and values in one buffer (B, n_head, capacity, d_head), filled left to right: a step writes
-its own T positions and attention reads the filled part, a view (no copy).
+One type for every user (the decoders, prefix-tuning, `model(..., use_cache=True)`): `KVCache` keeps each
+layer's keys and values in one preallocated buffer (B, n_head, capacity, d_head), filled left to right. A step
+writes its own T positions in place and attention reads the filled part, a view (no copy). (A list of (k, v)
+pairs that `torch.cat`s each new key onto the past would copy all T_past positions of every layer every step.)
 
     cache = KVCache(config.n_layer, capacity=T + max_new_tokens)     # empty; buffers come with the first keys
     out = model(prompt, past_key_values=cache, use_cache=True)        # fills positions 0 .. T-1
     out = model(next_token, past_key_values=cache, use_cache=True)    # writes position T only
 
-Pass the same `cache` object at every step (the model writes into it). A buffer that fills up is replaced by
-one twice as large (one copy), so `capacity` is a size hint, not a limit.
+Pass the same `cache` object at every step (the model writes into it; `out.past_key_values` is that object).
+Called with use_cache=True and no cache, the model makes one. A buffer that fills up is replaced by one twice as
+large (one copy), so `capacity` is a size hint, not a limit. Prefix-tuning (prefix.py) appends its learned
+prefixes first; gradients flow through the writes.
 """
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ class KVCache:
     def __getitem__(self, i: int) -> LayerCache:
         return self.layers[i]
 
+    def __len__(self) -> int:
+        return len(self.layers)
+
     @property
     def length(self) -> int:
         """Positions cached (the same in every layer after a forward)."""
@@ -94,11 +99,3 @@ class KVCache:
                 picked = groups[torch.arange(B), chosen.to(buffer.device), :, position]  # (B, H, D), a copy
                 groups[:, :, :, position] = picked[:, None]
 
-
-def cache_length(past_key_values) -> int:
-    """Positions in a cache: a KVCache, or a list of per-layer (k, v) pairs (B, H, T_past, D); 0 for None."""
-    if past_key_values is None:
-        return 0
-    if isinstance(past_key_values, KVCache):
-        return past_key_values.length
-    return past_key_values[0][0].size(2)

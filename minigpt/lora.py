@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import state_dict_problems
 from .dropout import Dropout
+from .state_dict import state_dict_problems
 
 ADAPTER_NAMES = ("lora_A", "lora_B", "magnitude")  # the only parameters an adapter state dict holds
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")  # add "mlp.c_fc", "mlp.c_proj" to adapt the MLP too
@@ -186,7 +186,10 @@ def inject_adapters(
         base = model.get_submodule(name)
         adapters[name] = ADAPTERS[method](base, r, alpha, dropout).train(base.training)  # eval model: no dropout
     model.requires_grad_(False)
+    fused = getattr(getattr(model, "config", None), "fused", True)  # a model set to the explicit math stays so
     for name, adapter in adapters.items():
+        if isinstance(adapter.dropout, Dropout):
+            adapter.dropout.fused = fused
         parent, child = split_name(model, name)
         setattr(parent, child, adapter)
     return model

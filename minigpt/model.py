@@ -17,18 +17,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KeyValue, build_attention_mask
+from .attention import build_attention_mask
 from .block import Block, LayerNorm
 from .config import GPT2Config
 from .dropout import Dropout
-from .kv_cache import KVCache, cache_length
+from .kv_cache import KVCache
 
 
 @dataclass
 class ModelOutput:
     logits: torch.Tensor | None  # (B, T, vocab), or only the last `logits_to_keep` positions
     hidden_states: torch.Tensor  # (B, T, C): the final hidden states, after ln_f
-    past_key_values: list[KeyValue] | None  # per layer (k, v), each (B, n_head, T_total, head_dim)
+    past_key_values: KVCache | None  # with use_cache: every layer's keys/values, (B, n_head, T_total, head_dim)
 
 
 class GPT2(nn.Module):
@@ -37,7 +37,7 @@ class GPT2(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)  # token embedding, also the LM head
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)  # learned absolute positions
-        self.drop = Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout, cfg.fused)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
         self.apply(self._init_weights)
@@ -55,7 +55,9 @@ class GPT2(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def set_fused(self, fused: bool) -> "GPT2":
-        """Switch every module between the fused kernels and the explicit equations (same numbers)."""
+        """Switch every module between the fused kernels and the explicit equations (same numbers, within
+        floating-point tolerance): attention, LayerNorm, GELU, dropout (and LoRA's dropout). The decoders read
+        config.fused too (top-p's plain sort). `--explicit-math` calls set_fused(False)."""
         self.config.fused = fused
         for m in self.modules():
             if hasattr(m, "fused"):
@@ -66,7 +68,7 @@ class GPT2(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: list[KeyValue] | KVCache | None = None,
+        past_key_values: KVCache | None = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int | None = None,
@@ -75,13 +77,20 @@ class GPT2(nn.Module):
 
         attention_mask: (B, T_past + T), 1 = real token, 0 = padding (may be left padding); positions then
             count real tokens only, so a left-padded row gives the same logits as the row alone.
-        past_key_values: the cache returned by an earlier call with use_cache=True (per layer (k, v)), or a
-            KVCache (kv_cache.py) that this call writes its keys and values into (pass the same one each step).
+        past_key_values: a KVCache (kv_cache.py) holding the earlier positions; this call writes its keys and
+            values into it (pass the same one each step). use_cache=True without one: a new KVCache, returned
+            in ModelOutput.past_key_values.
         position_ids: (B, T) explicit positions (default: from the mask, else T_past, T_past + 1, ...).
         logits_to_keep: None = logits for every position; n = only the last n (0 = none; saves the LM head).
         """
         B, T = input_ids.shape
-        past_len = cache_length(past_key_values)
+        if past_key_values is not None and not isinstance(past_key_values, KVCache):
+            raise ValueError(f"past_key_values must be a minigpt KVCache (minigpt/kv_cache.py) or None, got "
+                             f"{type(past_key_values).__name__}")
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = KVCache(self.config.n_layer, capacity=T)
+        past_len = 0 if cache is None else cache.length
         if attention_mask is not None and attention_mask.shape != (B, past_len + T):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, past + new) = "
@@ -100,11 +109,8 @@ class GPT2(nn.Module):
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T)
 
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-        presents = [] if use_cache else None  # without use_cache each layer's keys/values are freed at once
         for i, block in enumerate(self.h):
-            x, present = block(x, mask, None if past_key_values is None else past_key_values[i])
-            if use_cache:
-                presents.append(present)
+            x = block(x, mask, None if cache is None else cache[i])  # (B, T, C)
         x = self.ln_f(x)  # (B, T, C)
 
         logits = None
@@ -112,7 +118,7 @@ class GPT2(nn.Module):
             logits = self.lm_head(x)  # (B, T, vocab)
         elif logits_to_keep > 0:
             logits = self.lm_head(x[:, -logits_to_keep:])
-        return ModelOutput(logits, x, presents)
+        return ModelOutput(logits, x, cache if use_cache else None)
 
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden states (..., C) -> logits (..., vocab): the LM head, tied to the token embedding."""

@@ -10,22 +10,25 @@ For each parameter p with gradient g, at step t (from 1):
     p = p - lr * weight_decay * p               decoupled weight decay (not through the gradient)
     p = p - lr * m_hat / (sqrt(v_hat) + eps)
 
-All parameters at once: `adamw_update` applies these lines to LISTS of tensors with torch's multi-tensor
-`torch._foreach_*` operations (the form of torch.optim.AdamW(foreach=True)). On a GPU one launch then updates many
-parameters, instead of eight kernel launches per parameter (gpt2 has 148 parameter tensors: ~1,200 launches).
-
-On a CPU a foreach operation is a loop over its tensors, and each operation streams a whole tensor through main
-memory again (the 38M-entry token embedding is 154 MB). So there we cut the parameters into cache-sized flat pieces
-(CHUNK entries) and give the eight lines one list of pieces at a time (small parameters share a list), so each
-piece comes from memory once. Every entry still goes through the same operations in the same order.
-Measured on gpt2's 124M parameters (2 threads; `bench train`'s AdamW table, bench/adamw.py): README,
-"Tests and benchmarks": 335 ms a step, the previous one-piece-at-a-time version 302 ms (within the noise of a
-shared machine), whole tensors 679 ms, torch.optim.AdamW foreach 814 ms.
-
-`AdamW(..., foreach=False)` runs the same lines one parameter at a time with plain tensor operations: the readable
-reference, what torch.optim.AdamW(foreach=False) does.
+Two forms run these lines (tests prove they agree with torch.optim.AdamW's for-loop and foreach forms):
+  * `adamw_step` (`AdamW(..., foreach=False)`, what `--explicit-math` trains with): one parameter at a time,
+    the lines above as plain tensor operations. Read this one.
+  * `adamw_update` (`foreach=True`, the default), the fast variant: the same lines on LISTS of tensors with
+    torch's multi-tensor `torch._foreach_*` operations (the form of torch.optim.AdamW(foreach=True)). On a GPU one
+    launch then updates many parameters instead of ~8 kernel launches per parameter (gpt2 has 148 parameter
+    tensors: ~1,200 launches). On a CPU a foreach operation is a loop over its tensors, and each operation
+    streams a whole tensor through main memory again (the 38M-entry token embedding is 154 MB), so there we cut
+    the parameters into cache-sized flat pieces (CHUNK entries, `piece_lists`) and give the lines one list of
+    pieces at a time (small parameters share a list), so each piece comes from memory once.
+What the fast variant buys, measured on gpt2's 124M parameters (2 threads; `bench train`'s AdamW table,
+bench/adamw.py; README, "Tests and benchmarks"): 335 ms a step in pieces, whole tensors 679 ms, torch.optim.AdamW
+foreach 814 ms. On a 2-layer gpt2-width model (46M parameters, 38M of them the token embedding) on this 2-core
+machine shared with other jobs (load average ~5, two runs each, rough): plain one parameter at a time
+1574-1824 ms a step, the pieces 1289-1498 ms.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -65,16 +68,30 @@ class AdamW(torch.optim.Optimizer):
             vs = [s["exp_avg_sq"] for s in states]
             steps = [s["step"] for s in states]
             if not self.foreach:
-                for one in zip(params, grads, ms, vs, steps):  # one parameter at a time: lists of one tensor
-                    adamw_update(*([t] for t in one), group)
+                for p, g, m, v, t in zip(params, grads, ms, vs, steps):
+                    adamw_step(p, g, m, v, t, group)  # the plain form, one parameter at a time
                 continue
             for lists in piece_lists(params, grads, ms, vs, steps):
-                adamw_update(*lists, group)
+                adamw_update(*lists, group)  # the fast variant: lists of pieces
         return loss
 
 
+def adamw_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, group: dict) -> None:
+    """One AdamW step (module docstring) on one parameter p, in place; m, v are its moments, t its step number."""
+    beta1, beta2 = group["betas"]
+    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+    m.lerp_(g, 1 - beta1)  # m = beta1 m + (1 - beta1) g
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
+    bias1, bias2 = 1 - beta1**t, 1 - beta2**t  # bias corrections: m_hat = m / bias1, v_hat = v / bias2
+    p.mul_(1 - lr * wd)  # decoupled weight decay
+    # p -= lr * m_hat / (sqrt(v_hat) + eps), in torch's order of operations (where sqrt(v_hat) ~ eps, another
+    # order rounds differently enough to show)
+    denom = v.sqrt() / math.sqrt(bias2) + eps
+    p.addcdiv_(m, denom, value=-lr / bias1)
+
+
 def adamw_update(p: list, g: list, m: list, v: list, t: list, group: dict) -> None:
-    """One AdamW step (module docstring) on the tensors p, in place; m, v are their moments, t their step numbers.
+    """adamw_step on lists of tensors at once, the fast variant (module docstring); m, v, t of each tensor.
 
     Every operation works on all the tensors of the lists at once (torch._foreach_*): the same operations, in the
     same order, as torch.optim.AdamW(foreach=True) without its capturable/amsgrad/maximize options.

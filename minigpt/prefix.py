@@ -12,18 +12,17 @@ Optimising P_theta directly is unstable, so the paper reparameterises it with an
 
 After training only P_theta is needed: `fold_mlp()` replaces the MLP by its output.
 
-The prefixes enter the model through the KV-cache door (attention.py): they are passed as `past_key_values`, so
-the model itself needs no change. Real tokens still start at position 0: the prefix has no position embedding.
+The prefixes enter the model through the KV-cache door (attention.py): they are the first n_prefix positions of
+the KVCache passed as `past_key_values`, so the model itself needs no change. Real tokens still start at position 0: the prefix has no position embedding.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .attention import KeyValue
-from .checkpoint import state_dict_problems
-from .kv_cache import KVCache, cache_length
+from .kv_cache import KVCache
 from .model import GPT2, ModelOutput
+from .state_dict import state_dict_problems
 
 
 class PrefixTuning(nn.Module):
@@ -58,14 +57,19 @@ class PrefixTuning(nn.Module):
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(h)  # the frozen model's own head: decoders call it on chosen hidden states
 
+    def set_fused(self, fused: bool) -> "PrefixTuning":
+        """GPT2.set_fused on the wrapped model (the prefix MLP has no fused form)."""
+        self.model.set_fused(fused)
+        return self
+
     def prefix_matrix(self) -> torch.Tensor:
         """P_theta: (n_prefix, n_layer * 2 * C), through the MLP or directly."""
         if hasattr(self, "mlp"):
             return self.mlp(self.prefix_embedding)
         return self.prefix
 
-    def prefix_key_values(self, batch_size: int = 1) -> list[KeyValue]:
-        """Per layer (k, v), each (batch_size, n_head, n_prefix, head_dim), in the model's cache format."""
+    def prefix_key_values(self, batch_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (k, v), each (batch_size, n_head, n_prefix, head_dim): what goes first into the KVCache."""
         P, L, H, D = self.n_prefix, self.n_layer, self.n_head, self.head_dim
         kv = self.prefix_matrix().view(P, L, 2, H, D).permute(1, 2, 3, 0, 4)  # (L, 2, H, P, D)
         return [(kv[i, 0].expand(batch_size, H, P, D), kv[i, 1].expand(batch_size, H, P, D)) for i in range(L)]
@@ -82,25 +86,28 @@ class PrefixTuning(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: list[KeyValue] | KVCache | None = None,
+        past_key_values: KVCache | None = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int | None = None,
     ) -> ModelOutput:
         """Same arguments and output as GPT2.forward; the returned past_key_values include the prefix.
 
-        First call (no cache): the prefix goes in as past_key_values. Later calls pass the returned cache back.
-        With a preallocated KVCache, an empty one first receives the prefix; later calls pass the same one.
+        First call: no cache (a new KVCache is made) or an empty KVCache; it first receives the prefix. Later calls
+        pass the same cache (out.past_key_values) back.
         attention_mask may cover the real tokens only (B, T_real_past + T) or also the prefix
         (B, n_prefix + T_real_past + T); either way 1 = real token, and positions count real tokens from 0.
         """
         B, T = input_ids.shape
         if past_key_values is None:
-            past_key_values = self.prefix_key_values(B)
-        elif isinstance(past_key_values, KVCache) and past_key_values.length == 0:
+            past_key_values = KVCache(self.n_layer, capacity=self.n_prefix + T)
+        if not isinstance(past_key_values, KVCache):
+            raise ValueError(f"past_key_values must be a minigpt KVCache (minigpt/kv_cache.py) or None, got "
+                             f"{type(past_key_values).__name__}")
+        if past_key_values.length == 0:
             for layer, (k, v) in zip(past_key_values.layers, self.prefix_key_values(B)):
-                layer.append(k, v)  # an empty preallocated cache starts with the prefix
-        past_len = cache_length(past_key_values)  # prefix + real tokens already cached
+                layer.append(k, v)  # an empty cache starts with the prefix
+        past_len = past_key_values.length  # prefix + real tokens already cached
         if past_len < self.n_prefix:
             raise ValueError(
                 f"past_key_values hold {past_len} positions, fewer than the {self.n_prefix} prefix positions; "

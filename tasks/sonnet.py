@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from decoding.chrf import corpus_chrf, corpus_chrf_interval
+from decoding.chrf import corpus_chrf
+from decoding.chrf_significance import corpus_chrf_interval
 from decoding.options import add_decoder_arguments, generate_from_args
 from cli.arg_types import number
 from training.checkpointing import write_result

@@ -31,3 +31,21 @@ def test_eval_mode_and_p_zero_are_the_identity_and_a_new_mask_every_call():
     assert not torch.equal(d(x), d(x))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         Dropout(1.0)
+
+
+def test_plain_form_equals_the_fast_variant_and_set_fused_picks_it():
+    """fused=False runs plain_dropout, the equation; on the CPU it draws the same u as fast_dropout, so the same
+    seed gives the same mask (the outputs differ only by rounding: x * keep / (1 - p) vs x * (keep / (1 - p)))."""
+    x = torch.randn(8, 500, requires_grad=True)
+    d = Dropout(0.3).train()
+    torch.manual_seed(5)
+    fast = d(x)
+    d.fused = False
+    torch.manual_seed(5)
+    plain = d(x)
+    assert torch.equal(plain == 0, fast == 0) and (fast == 0).any()
+    torch.testing.assert_close(plain, fast, atol=1e-6, rtol=1e-6)
+    torch.manual_seed(5)
+    torch.testing.assert_close(d.plain_dropout(x), plain, atol=0, rtol=0)  # the flag chose the plain form
+    plain.sum().backward()
+    torch.testing.assert_close(x.grad, (plain != 0).float() / 0.7)

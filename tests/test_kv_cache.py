@@ -1,9 +1,9 @@
-"""The preallocated KV cache (minigpt/kv_cache.py) gives what the concatenating cache gives."""
+"""The KV cache (minigpt/kv_cache.py): cached steps give what one full forward gives, however the buffers grow."""
 import pytest
 import torch
 
 from minigpt import GPT2
-from minigpt.kv_cache import KVCache, cache_length
+from minigpt.kv_cache import KVCache
 from minigpt.prefix import PrefixTuning
 from tests.conftest import tiny_config
 
@@ -13,7 +13,7 @@ def step_logits(model, ids, start, past):
     out = model(ids[:, :start], past_key_values=past, use_cache=True)
     steps = [out.logits]
     for t in range(start, ids.size(1)):
-        past = past if isinstance(past, KVCache) else out.past_key_values
+        past = out.past_key_values  # the same KVCache object, written into
         out = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
         steps.append(out.logits)
     return torch.cat(steps, dim=1)
@@ -21,7 +21,7 @@ def step_logits(model, ids, start, past):
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("capacity", [10, 3])  # 3: the buffers must grow twice on the way
-def test_preallocated_steps_equal_one_full_forward_and_the_concatenating_cache(fused, capacity):
+def test_preallocated_steps_equal_one_full_forward_and_the_models_own_cache(fused, capacity):
     torch.manual_seed(3)
     model = GPT2(tiny_config(fused=fused)).eval()
     ids = torch.randint(0, 300, (2, 10))
@@ -29,12 +29,22 @@ def test_preallocated_steps_equal_one_full_forward_and_the_concatenating_cache(f
         full = model(ids).logits
         cache = KVCache(model.config.n_layer, capacity)
         preallocated = step_logits(model, ids, 4, cache)
-        concatenated = step_logits(model, ids, 4, None)
-    assert cache.length == cache_length(cache) == 10
+        own = step_logits(model, ids, 4, None)  # use_cache=True without a cache: the model makes one (capacity 4)
+    assert cache.length == 10 and len(cache) == model.config.n_layer
     torch.testing.assert_close(preallocated, full, atol=1e-5, rtol=1e-5)
-    # not bitwise: the buffer's filled part is a strided view, the concatenated past a contiguous tensor, and a
-    # matmul may pick another kernel (and summation order) for another layout (1.5e-7 apart on an AMD EPYC)
-    torch.testing.assert_close(preallocated, concatenated, atol=1e-6, rtol=1e-5)
+    # not bitwise: the buffers differ in size, so the filled parts are views with other strides, and a matmul may
+    # pick another kernel (and summation order) for another layout (1.5e-7 apart on an AMD EPYC)
+    torch.testing.assert_close(preallocated, own, atol=1e-6, rtol=1e-5)
+
+
+def test_a_list_of_pairs_is_not_a_cache():
+    model = GPT2(tiny_config()).eval()
+    ids = torch.randint(0, 300, (1, 4))
+    cache = model(ids, use_cache=True).past_key_values
+    assert isinstance(cache, KVCache) and cache.length == 4
+    pairs = [layer.filled() for layer in cache.layers]
+    with pytest.raises(ValueError, match="past_key_values must be a minigpt KVCache"):
+        model(ids[:, :1], past_key_values=pairs)
 
 
 def test_row_operations():

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from minigpt import GPT2, GPT2Config
 from minigpt.attention import CausalSelfAttention, build_attention_mask
 from minigpt.block import MLP, Block, LayerNorm, gelu
+from minigpt.kv_cache import KVCache
 from tests.conftest import tiny_config
 
 
@@ -33,16 +34,17 @@ def test_gelu_is_the_tanh_form():
 def test_shapes_of_every_module():
     cfg = tiny_config(n_embd=32, n_head=4)
     x = torch.randn(2, 7, 32)
-    y, (k, v) = CausalSelfAttention(cfg)(x)
+    cache = KVCache(n_layer=1, capacity=7)
+    y = CausalSelfAttention(cfg)(x, cache=cache[0])
+    k, v = cache[0].filled()
     assert y.shape == (2, 7, 32) and k.shape == v.shape == (2, 4, 7, 8)
     assert MLP(cfg)(x).shape == (2, 7, 32)
-    y, (k, v) = Block(cfg)(x)
-    assert y.shape == (2, 7, 32) and k.shape == (2, 4, 7, 8)
+    assert Block(cfg)(x).shape == (2, 7, 32)
     out = GPT2(cfg)(torch.randint(0, 300, (2, 7)), use_cache=True)
     assert out.logits.shape == (2, 7, 300)
     assert out.hidden_states.shape == (2, 7, 32)
-    assert len(out.past_key_values) == cfg.n_layer
-    assert out.past_key_values[0][0].shape == (2, 4, 7, 8)
+    assert len(out.past_key_values) == cfg.n_layer and out.past_key_values.length == 7
+    assert out.past_key_values[0].filled()[0].shape == (2, 4, 7, 8)
     assert GPT2(cfg)(torch.randint(0, 300, (2, 7))).past_key_values is None
 
 
@@ -58,9 +60,9 @@ def test_math_attention_equals_fused(with_mask):
         pad[0, :3] = 0
         mask = build_attention_mask(pad, 9)
     attn.fused = True
-    fused, _ = attn(x, mask)
+    fused = attn(x, mask)
     attn.fused = False
-    math, _ = attn(x, mask)
+    math = attn(x, mask)
     torch.testing.assert_close(math, fused, atol=1e-6, rtol=1e-5)
 
 

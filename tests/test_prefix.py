@@ -7,6 +7,7 @@ import torch
 
 from minigpt import GPT2
 from minigpt.attention import CausalSelfAttention
+from minigpt.kv_cache import KVCache
 from minigpt.prefix import PrefixTuning
 from tests.conftest import tiny_config, tiny_pair
 
@@ -31,7 +32,10 @@ def test_attention_with_prefix_equals_attention_over_concatenated_keys_values(fu
     B, T, C, H, D = 2, 6, 64, 2, 32
     x = torch.randn(B, T, C)
     prefix_k, prefix_v = torch.randn(B, H, P, D), torch.randn(B, H, P, D)
-    y, (k_all, v_all) = attn(x, layer_past=(prefix_k, prefix_v))
+    cache = KVCache(n_layer=1, capacity=P)  # capacity P: the real keys make the buffer grow
+    cache[0].append(prefix_k, prefix_v)
+    y = attn(x, cache=cache[0])
+    k_all, v_all = cache[0].filled()
 
     # by hand: every query sees all P prefix keys and the real keys up to itself
     q, k, v = attn.c_attn(x).split(C, dim=2)
@@ -125,7 +129,7 @@ def test_step_by_step_with_the_cache_equals_one_full_forward(mask_form):
         out = model(ids[:, :start], attention_mask=mask, use_cache=True)
         torch.testing.assert_close(out.logits, full[:, :start], atol=1e-5, rtol=0)
         for t in range(start, ids.size(1)):
-            assert out.past_key_values[0][0].size(2) == P + t  # the returned cache holds the prefix too
+            assert out.past_key_values.length == P + t  # the returned cache holds the prefix too
             if mask is not None:
                 mask = torch.cat((mask, torch.ones(2, 1)), dim=1)  # a decoder's usual bookkeeping
             out = model(ids[:, t : t + 1], attention_mask=mask, past_key_values=out.past_key_values,

@@ -1,0 +1,20 @@
+"""Checking a state dict against the model it should load into, before loading it.
+
+torch's load_state_dict(strict=True) stops at the first kind of problem; `state_dict_problems` lists every
+missing, unexpected and misshaped key at once, so one error message says everything. Used by the checkpoint
+reader (checkpoint.py), LoRA/DoRA adapters (lora.py) and prefix-tuning (prefix.py); it reads no files.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def state_dict_problems(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
+    """Why `given` cannot load where `expected` fits: one line per kind of problem (missing keys, unexpected
+    keys, shape mismatches), each listing every key; empty when it fits."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = [f"{k}: saved {tuple(given[k].shape)}, model {tuple(expected[k].shape)}"
+                  for k in sorted(set(expected) & set(given)) if given[k].shape != expected[k].shape]
+    return [f"{what}: {', '.join(keys)}" for what, keys in
+            (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if keys]
