@@ -23,13 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_safetensors, save_safetensors
-from tasks.checkpointing import write_result
 from tasks.classifier import POOLINGS
 from tasks.arg_types import number
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from tasks.distributed import get_world_size
-from tasks.train import config_from_args, is_main_process, train
+from tasks.train import is_main_process, train
 
 Encoded = tuple  # (ids: list[int], label: int)
 ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
@@ -164,34 +163,30 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
     return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
 
 
-def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args, loss_fn=None):
-    """The shared trainer (tasks/train.py) on encoded["train"] with `loss_fn` (default: the classification loss,
-    plus R-Drop and SimCSE as the flags ask); dev accuracy on encoded["dev"] picks the best epoch. Returns the
-    trainer's result."""
-    loss_fn = loss_fn or partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse,
-                                 simcse_temp=args.simcse_temp)
-    return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, config_from_args(args),
-                 evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
+def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, cfg, loss_fn,
+                     eval_batch_size: int = 64):
+    """The shared trainer (tasks/train.py) with TrainConfig `cfg` on encoded["train"] with `loss_fn` (e.g.
+    partial(classification_loss, rdrop=..., simcse=...)); dev accuracy on encoded["dev"] picks the best epoch.
+    Returns the trainer's result."""
+    return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, cfg,
+                 evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, eval_batch_size),
                  metric="dev_accuracy")
 
 
 def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: dict[str, list[str]], pad_id: int,
-                      args, write_fn, file_name: Callable[[str], str]) -> None:
+                      out_dir, write_fn, file_name: Callable[[str], str], eval_batch_size: int = 64) -> None:
     """Predict the dev and test splits and write each with `write_fn(path, ids, preds)` (the task's course
-    format) to <out-dir>/predictions/<file_name(split)>."""
+    format) to <out_dir>/predictions/<file_name(split)>."""
     for split in ("dev", "test"):
-        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
-        path = write_fn(Path(args.out_dir) / "predictions" / file_name(split), ids[split], preds)
+        preds = predict(model, encoded[split], pad_id, eval_batch_size)
+        path = write_fn(Path(out_dir) / "predictions" / file_name(split), ids[split], preds)
         say(f"wrote {path}")
 
 
-def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, model_dir) -> None:
-    """Print the dev accuracy and macro-F1 of the model as it ends (the weights --select chose) and where it went;
-    write them to <out-dir>/result.json, which marks the run finished."""
-    best = evaluate(model, dev, pad_id, args.eval_batch_size)
-    where = result.describe()
-    write_result(args.out_dir, best, result.model_epoch, args)
-    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
+def report_dev(best: dict[str, float], result, model_dir) -> None:
+    """Print the dev accuracy and macro-F1 `best` of the model as it ends (the weights --select chose; the
+    trainer's `result` says which) and where it went."""
+    say(f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
         f"model exported to {model_dir}")
 
 
@@ -224,10 +219,11 @@ def add_method_arguments(parser, pooling: bool = True) -> None:
                    help="start the classification head from a head-*.safetensors file of an exported model")
 
 
-def check_method_arguments(args, dropout: float) -> None:
-    if args.rdrop < 0 or args.simcse < 0:
-        raise ValueError(f"--rdrop and --simcse must be >= 0, got {args.rdrop} and {args.simcse}")
-    if (args.rdrop > 0 or args.simcse > 0) and dropout == 0:
+def check_method_arguments(rdrop: float, simcse: float, dropout: float) -> None:
+    """--rdrop and --simcse weights, against the model's dropout (both need two different dropout views)."""
+    if rdrop < 0 or simcse < 0:
+        raise ValueError(f"--rdrop and --simcse must be >= 0, got {rdrop} and {simcse}")
+    if (rdrop > 0 or simcse > 0) and dropout == 0:
         say("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
             "(set --dropout 0.1)")
 
@@ -237,11 +233,12 @@ def limit(examples: list, n: int) -> list:
 
 
 # ---- export: the GPT-2 body as a model directory, the heads beside it ----------------------------------------
-def export_model(body: nn.Module, heads: dict[str, nn.Module], out_dir, tokenizer_dir, args) -> Path:
+def export_model(body: nn.Module, heads: dict[str, nn.Module], out_dir, tokenizer_dir, base_model: str) -> Path:
     """Write `out_dir` as a model directory (config.json, model.safetensors, vocab.json, merges.txt; LoRA/DoRA
     merged into the weights, see modeling.export_language_model) plus head-{name}.safetensors per head, so that
-    `--model out_dir` (and `--load-head out_dir/head-{name}.safetensors`) start a new run from it."""
-    model_dir = export_language_model(body, out_dir, Path(tokenizer_dir), args)
+    `--model out_dir` (and `--load-head out_dir/head-{name}.safetensors`) start a new run from it; base_model is
+    the --model the run started from."""
+    model_dir = export_language_model(body, out_dir, Path(tokenizer_dir), base_model)
     for name, head in heads.items():
         save_safetensors(head.state_dict(), Path(model_dir) / f"head-{name}.safetensors")
     return Path(model_dir)

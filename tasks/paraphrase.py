@@ -13,7 +13,7 @@ dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{
 pair) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
 export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
 
---protocol course trains as the course's paraphrase_detection.py (tasks/protocol.py): batch 8, lr 1e-5, its
+--protocol course trains as the course's paraphrase_detection.py (cli/protocol.py): batch 8, lr 1e-5, its
 AdamW, and its prompts (cloze.course_prompt: another question on the test split).
 """
 from __future__ import annotations
@@ -24,17 +24,19 @@ from pathlib import Path
 
 from tasks.arg_types import number
 from tasks.augment import read_augment_pairs
+from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from tasks.checkpointing import write_result
 from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  export_model, limit, load_head, max_length_for, report_dev, say,
-                                  train_classifier, write_predictions)
+                                  classification_loss, evaluate, export_model, limit, load_head, max_length_for,
+                                  report_dev, say, train_classifier, write_predictions)
 from tasks.classifier import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
                         resolve_data_dir, write_paraphrase_predictions)
 from tasks.hard_negatives import hard_negatives
-from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.protocol import add_protocol_argument, resolve_protocol
-from tasks.train import add_training_arguments, is_main_process, seed_everything
+from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
+from cli.protocol import add_protocol_argument, resolve_protocol
+from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
 
@@ -60,44 +62,47 @@ def _preprocessed(e):
     return replace(e, sentence1=course_preprocess(e.sentence1), sentence2=course_preprocess(e.sentence2))
 
 
-def read_splits(args) -> dict[str, list]:
-    """{'train', 'dev', 'test'} pairs, course-preprocessed; train + hard negatives + --augment rows."""
-    data_dir = resolve_data_dir(args.data_dir)
+def read_splits(data_dir: str | None, n_limit: int = 0, adversarial_ratio: float = 0.0, seed: int = 0,
+                augment: str | None = None) -> dict[str, list]:
+    """{'train', 'dev', 'test'} pairs, course-preprocessed (the first n_limit of each, 0 = all); train + hard
+    negatives (adversarial_ratio of it, 0 = none, drawn with `seed`) + the rows of the augment file."""
+    data_dir = resolve_data_dir(data_dir)
 
     def path(split):
         return data_file(data_dir, course_file_name("quora", split))
 
-    train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), args.limit)
-    if args.adversarial:  # on the raw text: the perturbation rules need its capitals
-        extra, counts = hard_negatives(train_raw, args.adversarial_ratio, args.seed)
+    train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), n_limit)
+    if adversarial_ratio > 0:  # on the raw text: the perturbation rules need its capitals
+        extra, counts = hard_negatives(train_raw, adversarial_ratio, seed)
         say(f"adversarial: {len(extra)} hard negatives added ({', '.join(f'{k} {v}' for k, v in counts.items())})")
         train_raw = train_raw + extra
     splits = {"train": [_preprocessed(e) for e in train_raw],
-              "dev": limit(read_quora(path("dev"), labeled=True), args.limit),
-              "test": limit(read_quora(path("test"), labeled=False), args.limit)}
-    if args.augment:
-        splits["train"] = splits["train"] + read_augment_pairs(args.augment, splits["train"])
+              "dev": limit(read_quora(path("dev"), labeled=True), n_limit),
+              "test": limit(read_quora(path("test"), labeled=False), n_limit)}
+    if augment:
+        splits["train"] = splits["train"] + read_augment_pairs(augment, splits["train"])
     return splits
 
 
-def prompt_of(args, split: str):
+def prompt_of(protocol: str, split: str):
     """The cloze prompt of a split: minigpt's one prompt, or (--protocol course) the course's per split."""
-    if args.protocol == "course":
+    if protocol == "course":
         return partial(course_prompt, split=split)
     return paraphrase_prompt
 
 
-def build_model(body, tokenizer, args):
-    """GPT2Cloze (--head cloze) or GPT2Classifier with 2 labels (--head classifier)."""
-    if args.head == "cloze":
-        if args.pooling != "last":
+def build_model(body, tokenizer, head: str, pooling: str = "last", head_file: str | None = None):
+    """GPT2Cloze (head 'cloze') or GPT2Classifier with 2 labels (head 'classifier', its weights from head_file
+    if given)."""
+    if head == "cloze":
+        if pooling != "last":
             raise ValueError("--head cloze answers at the last token; --pooling mean needs --head classifier")
-        if args.load_head:
+        if head_file:
             raise ValueError("--load-head needs --head classifier (the cloze head is GPT-2's own LM head)")
         return GPT2Cloze(body, answer_token_ids(tokenizer))
-    model = GPT2Classifier(body, 2, args.pooling)
-    if args.load_head:
-        load_head(model.head, args.load_head)
+    model = GPT2Classifier(body, 2, pooling)
+    if head_file:
+        load_head(model.head, head_file)
     return model
 
 
@@ -106,24 +111,29 @@ def main(args) -> int:
     run.py prints them as one line."""
     resolve_protocol(args)
     seed_everything(args.seed)
-    splits = read_splits(args)
-    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
-    check_method_arguments(args, body.config.dropout)
+    splits = read_splits(args.data_dir, args.limit, args.adversarial_ratio if args.adversarial else 0.0, args.seed,
+                         args.augment)
+    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
+    check_method_arguments(args.rdrop, args.simcse, body.config.dropout)
     max_length = max_length_for(args.max_length, body.config)
-    model = build_model(apply_finetune(body, args), tokenizer, args)
+    model = build_model(apply_finetune(body, finetune_config_from_args(args)), tokenizer, args.head, args.pooling,
+                        args.load_head)
     trainable, total = count_trainable(model)
     say(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} parameters train")
 
-    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args, split))
+    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args.protocol, split))
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
-    result = train_classifier(model, encoded, pad_id, args)
+    loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
+    result = train_classifier(model, encoded, pad_id, config_from_args(args), loss_fn, args.eval_batch_size)
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
-    write_predictions(model, encoded, ids, pad_id, args, write_paraphrase_predictions,
-                      lambda split: f"para-{split}-output.csv")
+    write_predictions(model, encoded, ids, pad_id, args.out_dir, write_paraphrase_predictions,
+                      lambda split: f"para-{split}-output.csv", args.eval_batch_size)
     heads = {"quora": model.head} if args.head == "classifier" else {}
-    model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args)
-    report_dev(model, encoded["dev"], pad_id, args, result, model_dir)
+    model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args.model)
+    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
+    write_result(args.out_dir, best, result.model_epoch, args)  # result.json marks the run finished
+    report_dev(best, result, model_dir)
     return 0

@@ -26,7 +26,7 @@ from tasks.classifier import GPT2Classifier
 from tasks.cloze import course_prompt
 from tasks.modeling import apply_finetune
 from tasks.optimization import warmup_constant
-from tasks.protocol import COURSE, resolve_protocol
+from cli.protocol import COURSE, resolve_protocol
 from tasks.train import TrainConfig, config_from_args, epoch_plan, train
 from tests.conftest import tiny_pair
 
