@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from argparse import Namespace
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from tasks.classification import accuracy, classification_loss, collate, evaluat
 from tasks.classifier import last_token_index
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
-from tasks.modeling import apply_finetune
+from tasks.modeling import FinetuneConfig, apply_finetune
 from tasks.train import TrainConfig, seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
@@ -107,8 +106,8 @@ def test_lora_cloze_learns_with_only_its_adapters_changing(tmp_path):
                for split in ("train", "dev")}
     seed_everything(0)
     body = GPT2(tiny_config(vocab_size=tok.vocab_size, n_positions=256))
-    args = Namespace(finetune="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["attn.c_attn"])
-    model = GPT2Cloze(apply_finetune(body, args), answer_token_ids(tok))
+    finetune = FinetuneConfig(method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=("attn.c_attn",))
+    model = GPT2Cloze(apply_finetune(body, finetune), answer_token_ids(tok))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(out_dir=str(tmp_path / "lora"), epochs=6, batch_size=16, lr=1e-2, keep_best=1, device="cpu")
     result = train(model, encoded["train"], lambda b: collate(b, tok.pad_token_id), classification_loss, cfg,

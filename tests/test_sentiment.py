@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tasks.classification import (accuracy, classification_loss, collate, encode
                                   macro_f1)
 from tasks.classifier import ClassificationHead, GPT2Classifier
 from tasks.data import read_predictions, read_sentiment
-from tasks.modeling import apply_finetune
+from tasks.modeling import FinetuneConfig, apply_finetune
 from tasks.train import TrainConfig, seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
@@ -157,8 +156,8 @@ def test_only_adapter_and_head_parameters_change(tmp_path, finetune, min_accurac
                for rows in [read_sentiment(data / f"ids-cfimdb-{split}.csv", labeled=True)]}
     seed_everything(0)
     body = GPT2(tiny_config(vocab_size=tok.vocab_size))
-    args = Namespace(finetune=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["attn.c_attn"])
-    model = GPT2Classifier(apply_finetune(body, args), num_labels=2, pooling="last")
+    method = FinetuneConfig(method=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=("attn.c_attn",))
+    model = GPT2Classifier(apply_finetune(body, method), num_labels=2, pooling="last")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     own = ("lora_A", "lora_B", "magnitude") if finetune != "last-linear-layer" else ()
