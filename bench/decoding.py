@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from cli.model_flags import add_explicit_math_argument
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", default="gpt2", help="preset size built with random weights")
@@ -47,6 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=12,
                         help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
+    add_explicit_math_argument(parser)  # ours only
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="weights and activations of both models (bf16 tokens may differ: rounding)")
 
@@ -202,6 +205,7 @@ def bench_decoders(args) -> bool:
     logging.set_verbosity_error()  # keep the table readable (a notice about contrastive search's future home)
     check_device(args.device)
     ours, hf = build_pair(args.config, device=args.device, dtype=args.dtype)
+    ours.set_fused(not args.explicit_math)
     cfg = ours.config
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
     ids = ids.to(args.device)

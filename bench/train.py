@@ -59,9 +59,10 @@ import torch.nn.functional as F
 from contextlib import nullcontext
 
 from bench.adamw import print_adamw_table
-from minigpt import GPT2
 from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib, parse_config,
-                         peak_above_now, precision, synchronize, timed, train_step_fn)
+                         peak_above_now, precision, set_fused, synchronize, timed, train_step_fn)
+from cli.model_flags import add_explicit_math_argument
+from minigpt import GPT2
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)
@@ -277,6 +278,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmul peak")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)
 
 
@@ -306,7 +308,7 @@ def run_benchmark(args) -> dict:
     results = {}
     for method in methods:
         ours, ref = build_models(args.task, method, args.config)
-        ours, ref = ours.to(device), ref.to(device)
+        ours, ref = set_fused(ours.to(device), not args.explicit_math), ref.to(device)
         cfg = gpt2_config(ours)
         batch = to_device(make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
         diff = max_logit_difference(args.task, ours, ref, batch)

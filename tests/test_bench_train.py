@@ -87,3 +87,8 @@ def test_bad_config_is_a_clear_error():
         bench_train.parse_config("n_layers=2")
     with pytest.raises(SystemExit, match="full fine-tuning only"):
         bench_train.main(parse("--task", "sentiment", "--methods", "lora"))
+
+
+def test_explicit_math_runs_the_full_method():
+    results = bench_train.run_benchmark(parse("--methods", "full", "--explicit-math"))
+    check_rows(results, ["full"])
