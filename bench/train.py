@@ -98,7 +98,7 @@ def adapt(side: str, method: str, model):
 
 
 def build_classifier_pair(config: str, seed: int = 0):
-    """Our GPT-2 + classification head (tasks/classifier.py, pooling = last real token) and transformers'
+    """Our GPT-2 + classification head (tasks/heads.py, pooling = last real token) and transformers'
     GPT2ForSequenceClassification (num_labels 5, pad_token_id = eos), same body and head weights.
 
     Our head has a bias (set to 0 here) and dropout on the pooled vector; theirs has neither: B x C work, noise.
@@ -107,7 +107,7 @@ def build_classifier_pair(config: str, seed: int = 0):
 
     from transformers import GPT2ForSequenceClassification
 
-    from tasks.classifier import GPT2Classifier
+    from tasks.heads import GPT2Classifier
 
     ours_lm, hf_lm = build_pair(parse_config(config), seed)
     hf_config = copy.deepcopy(hf_lm.config)

@@ -4,8 +4,8 @@
 
 --head cloze (default): the next-token logits of "no"/"yes" after the prompt, loss restricted to those two.
 --head classifier: a classification head (2 classes) on the --pooling of the prompt's hidden states.
-Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/hard_negatives.py), --augment
-(tasks/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
+Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/data/hard_negatives.py), --augment
+(tasks/data/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
 the same optimisation with a third of the memory.
 
 Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro-F1 each epoch (the best epoch by
@@ -23,17 +23,17 @@ from functools import partial
 from pathlib import Path
 
 from tasks.arg_types import number
-from tasks.augment import read_augment_pairs
+from tasks.data.augment import read_augment_pairs
+from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.checkpointing import write_result
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  classification_loss, evaluate, export_model, limit, load_head, max_length_for,
-                                  report_dev, say, train_classifier, write_predictions)
-from tasks.classifier import GPT2Classifier
+from tasks.classify import (check_method_arguments, classification_loss, evaluate, export_model, limit, load_head,
+                            max_length_for, report_dev, say, train_classifier, write_predictions)
+from tasks.heads import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
                         resolve_data_dir, write_paraphrase_predictions)
-from tasks.hard_negatives import hard_negatives
+from tasks.data.hard_negatives import hard_negatives
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
 from cli.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything
@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
                              "head on the --pooling of the hidden states")
     add_data_arguments(parser, max_length=512)
     add_method_arguments(parser)
-    g = parser.add_argument_group("adversarial hard negatives (tasks/hard_negatives.py)")
+    g = parser.add_argument_group("adversarial hard negatives (tasks/data/hard_negatives.py)")
     g.add_argument("--adversarial", action="store_true",
                    help="add hard negatives: the most word-overlapping non-duplicates again, and duplicates "
                         "with a number, a negation or a name changed")

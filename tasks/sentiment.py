@@ -13,7 +13,7 @@ the last epoch's) writes
 {mode} is the course's name of the --finetune mode, full-model or last-linear-layer; lora and dora, which the
 course does not have, keep their own names (lora-sst-dev-out.csv). --protocol course trains as the course's
 classifier.py (cli/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW, and its loss
-(classification.course_summed_loss: summed over the batch, divided by --batch-size; with --rdrop or --simcse,
+(classify.course_summed_loss: summed over the batch, divided by --batch-size; with --rdrop or --simcse,
 which the course does not have, the usual loss).
 
 so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors` continues from it.
@@ -23,14 +23,14 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from tasks.augment import read_augment_sentiment
+from tasks.data.augment import read_augment_sentiment
+from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.checkpointing import write_result
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  classification_loss, course_summed_loss, encode_examples, evaluate, export_model,
-                                  limit, load_head, max_length_for, report_dev, say, train_classifier,
-                                  write_predictions)
-from tasks.classifier import GPT2Classifier
+from tasks.classify import (check_method_arguments, classification_loss, course_summed_loss, encode_examples,
+                            evaluate, export_model, limit, load_head, max_length_for, report_dev, say,
+                            train_classifier, write_predictions)
+from tasks.heads import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer

@@ -12,9 +12,9 @@ import torch
 import run
 from minigpt import GPT2, Tokenizer
 from minigpt.tokenizer import write_vocab_files
-from tasks.augment import make_back_translation_file, read_augment_pairs
-from tasks.classification import accuracy, classification_loss, collate, evaluate
-from tasks.classifier import last_token_index
+from tasks.data.augment import make_back_translation_file, read_augment_pairs
+from tasks.classify import accuracy, classification_loss, collate, evaluate
+from tasks.heads import last_token_index
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
 from tasks.modeling import FinetuneConfig, apply_finetune

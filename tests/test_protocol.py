@@ -21,8 +21,8 @@ import run
 from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
-from tasks.classification import encode_examples, train_classifier
-from tasks.classifier import GPT2Classifier
+from tasks.classify import encode_examples, train_classifier
+from tasks.heads import GPT2Classifier
 from tasks.cloze import course_prompt
 from cli.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune

@@ -1,4 +1,4 @@
-"""Sentiment classification (tasks/sentiment.py, tasks/classification.py): metrics against direct formulas, the
+"""Sentiment classification (tasks/sentiment.py, tasks/classify.py): metrics against direct formulas, the
 loss with R-Drop / SimCSE views, learning a separable task end to end through the CLI (course-format files in,
 predictions that parse back out, an exported model that chains), and LoRA / DoRA / last-linear-layer changing
 only their own parameters."""
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 import run
 from minigpt import GPT2, Tokenizer, load_pretrained
 from minigpt.checkpoint import save_safetensors
-from tasks.augment import make_back_translation_file, read_augment_sentiment
-from tasks.classification import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
+from tasks.data.augment import make_back_translation_file, read_augment_sentiment
+from tasks.classify import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
                                   macro_f1)
-from tasks.classifier import ClassificationHead, GPT2Classifier
+from tasks.heads import ClassificationHead, GPT2Classifier
 from tasks.data import read_predictions, read_sentiment
 from tasks.modeling import FinetuneConfig, apply_finetune
 from tasks.train import TrainConfig, seed_everything, train

@@ -1,5 +1,5 @@
 """What the classification tasks share: texts -> token ids -> padded batches, the loss, prediction, the metrics,
-the command-line flags of the methods, and the export of the trained model.
+and the export of the trained model (the flags: cli/classify_flags.py).
 
 An encoded example is a tuple (ids, label): the token ids of one text (already truncated to --max-length) and its
 label (-1 in test files, which have none). Texts are encoded once, before training, so the truncation count is
@@ -10,7 +10,7 @@ known and logged up front; `collate` pads a list of them into a batch:
     labels          (B,)   long
 
 The model is any module with forward(input_ids, attention_mask) -> ClassifierOutput(logits (B, K), pooled (B, C)):
-GPT2Classifier (classifier.py) or GPT2Cloze (cloze.py).
+GPT2Classifier (heads.py) or GPT2Cloze (cloze.py).
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_safetensors, save_safetensors
-from tasks.classifier import POOLINGS
-from tasks.arg_types import number
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from tasks.distributed import get_world_size
@@ -190,35 +188,7 @@ def report_dev(best: dict[str, float], result, model_dir) -> None:
         f"model exported to {model_dir}")
 
 
-# ---- command-line flags shared by the tasks ------------------------------------------------------------------
-def add_data_arguments(parser, max_length: int) -> None:
-    g = parser.add_argument_group("data")
-    g.add_argument("--data-dir", default=None,
-                   help="directory of the course data files (None: $MINIGPT_DATA, else data/)")
-    g.add_argument("--max-length", type=number(int, 1), default=max_length,
-                   help="tokens per text; longer texts are cut (the count is logged)")
-    g.add_argument("--eval-batch-size", type=number(int, 1), default=64, help="examples per batch when predicting")
-    g.add_argument("--limit", type=number(int, 0), default=0,
-                   help="smoke runs only: keep the first N examples of every split (0: all)")
-
-
-def add_method_arguments(parser, pooling: bool = True) -> None:
-    g = parser.add_argument_group("methods (tasks/losses.py)")
-    if pooling:
-        g.add_argument("--pooling", choices=POOLINGS, default="last",
-                       help="last: the hidden state of the last real token; mean: the mean over real tokens")
-    g.add_argument("--rdrop", type=number(float, 0), default=0.0, metavar="ALPHA",
-                   help="R-Drop (Liang et al. 2021): two dropout passes, CE on both + ALPHA * symmetric KL (0: off)")
-    g.add_argument("--simcse", type=number(float, 0), default=0.0, metavar="WEIGHT",
-                   help="unsupervised SimCSE (Gao et al. 2021): + WEIGHT * InfoNCE between two dropout views of "
-                        "the pooled embeddings, in-batch negatives (0: off)")
-    g.add_argument("--simcse-temp", type=number(float, 0, low_open=True), default=0.05, help="SimCSE temperature tau")
-    g.add_argument("--augment", default=None, metavar="FILE",
-                   help="back-translation: extra training rows in the training file's format (tasks/augment.py)")
-    g.add_argument("--load-head", default=None, metavar="FILE",
-                   help="start the classification head from a head-*.safetensors file of an exported model")
-
-
+# ---- checks and limits ------------------------------------------------------------------------------------------
 def check_method_arguments(rdrop: float, simcse: float, dropout: float) -> None:
     """--rdrop and --simcse weights, against the model's dropout (both need two different dropout views)."""
     if rdrop < 0 or simcse < 0:

@@ -27,8 +27,9 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from tasks.classification import say
-from tasks.data import (ParaphraseExample, SentimentExample, atomic_write_text, read_quora, read_sentiment)
+from tasks.classify import say
+from .files import atomic_write_text
+from .tsv import ParaphraseExample, SentimentExample, read_quora, read_sentiment
 
 
 def read_augment_sentiment(path, num_labels: int, train: list[SentimentExample]) -> list[SentimentExample]:
