@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -282,42 +283,63 @@ def add_arguments(parser) -> None:
     add_device_arguments(parser)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the benchmark measures (the flags above, built once in main)."""
+    config: str = "gpt2"
+    task: str = "lm"
+    methods: list[str] | None = None  # None: every method (lm), full (sentiment)
+    batch_size: int = 4
+    seq_len: int = 128
+    repeats: int = 5
+    matmul_size: int = 2048
+    threads: int = 0
+    no_memory: bool = False
+    explicit_math: bool = False
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+
+def settings_from_args(args) -> Settings:
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+
+
 def main(args) -> None:
-    run_benchmark(args)
+    run_benchmark(settings_from_args(args))
 
 
-def run_benchmark(args) -> dict:
+def run_benchmark(settings: Settings) -> dict:
     """Measure and print; returns {method: {"tokens_per_s": {side: ...}, "ratio": ..., ...}} (for tests)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = args.methods or (("full",) if args.task == "sentiment" else METHODS)
-    if args.task == "sentiment" and list(methods) != ["full"]:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    methods = settings.methods or (("full",) if settings.task == "sentiment" else METHODS)
+    if settings.task == "sentiment" and list(methods) != ["full"]:
         raise SystemExit("bench train --task sentiment measures full fine-tuning only (--methods full)")
-    B, T = args.batch_size, args.seq_len
-    device = bench_device(args.device)
-    autocast = precision(device, args.dtype)
-    peak = matmul_peak_gflops(args.matmul_size, args.repeats, device,
-                              torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    B, T = settings.batch_size, settings.seq_len
+    device = bench_device(settings.device)
+    autocast = precision(device, settings.dtype)
+    peak = matmul_peak_gflops(settings.matmul_size, settings.repeats, device,
+                              torch.bfloat16 if settings.dtype == "bf16" else torch.float32)
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"bench train: {args.config}, random init, {args.dtype} on {args.device} ({where}), batch {B} x {T}, "
-          f"task {args.task}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
+    print(f"bench train: {settings.config}, random init, {settings.dtype} on {settings.device} ({where}), batch {B} x {T}, "
+          f"task {settings.task}, {settings.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
-    print(f"  {args.dtype} matmul peak ({args.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
+    print(f"  {settings.dtype} matmul peak ({settings.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
     print(f"  {'method':8} {'ours tok/s':>11} {'reference':>10} {'ratio':>7}   {'spread ours / ref':>19}"
           f"   {'MFU ours':>8} {'MFU ref':>8}  {'GFLOP/tok':>9}  {'|dlogit|':>8}")
     results = {}
     for method in methods:
-        ours, ref = build_models(args.task, method, args.config)
-        ours, ref = set_fused(ours.to(device), not args.explicit_math), ref.to(device)
+        ours, ref = build_models(settings.task, method, settings.config)
+        ours, ref = set_fused(ours.to(device), not settings.explicit_math), ref.to(device)
         cfg = gpt2_config(ours)
-        batch = to_device(make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
-        diff = max_logit_difference(args.task, ours, ref, batch)
-        fns = {side: step_fn(args.task, side, m, batch, autocast)
+        batch = to_device(make_batch(settings.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
+        diff = max_logit_difference(settings.task, ours, ref, batch)
+        fns = {side: step_fn(settings.task, side, m, batch, autocast)
                for side, m in (("ours", ours), ("transformers", ref))}
-        t = interleaved(fns, args.repeats)
+        t = interleaved(fns, settings.repeats)
         speed = {k: B * T / v[0] for k, v in t.items()}
         spread = {k: (v[2] - v[1]) / v[0] for k, v in t.items()}  # (max - min) / median
-        fpt = flops_per_token(method, cfg, T, args.task)
+        fpt = flops_per_token(method, cfg, T, settings.task)
         mfu = {k: s * fpt / (peak * 1e9) for k, s in speed.items()}
         results[method] = {"tokens_per_s": speed, "ratio": speed["ours"] / speed["transformers"], "mfu": mfu,
                            "flops_per_token": fpt, "spread": spread, "max_logit_difference": diff}
@@ -328,14 +350,14 @@ def run_benchmark(args) -> dict:
         del ours, ref, fns
         gc.collect()
     print(f"  spread = (max - min) / median of the timed steps; load average now {os.getloadavg()[0]:.1f}")
-    model = GPT2(parse_config(args.config)).to(device)  # the full model: every parameter trains
-    results["adamw_step_s"] = print_adamw_table(model, args.repeats)
+    model = GPT2(parse_config(settings.config)).to(device)  # the full model: every parameter trains
+    results["adamw_step_s"] = print_adamw_table(model, settings.repeats)
     del model
-    if not args.no_memory:
+    if not settings.no_memory:
         print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
               "built model; fresh process per side)")
         for method in methods:
-            mem = {side: peak_memory(args.task, side, method, args.config, B, T, args.device, args.dtype)["above_model"]
+            mem = {side: peak_memory(settings.task, side, method, settings.config, B, T, settings.device, settings.dtype)["above_model"]
                    for side in ("ours", "transformers")}
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "
