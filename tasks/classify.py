@@ -14,6 +14,7 @@ GPT2Classifier (heads.py) or GPT2Cloze (cloze.py).
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -26,16 +27,11 @@ from minigpt.checkpoint import load_safetensors, save_safetensors
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from tasks.distributed import get_world_size
-from tasks.train import is_main_process, train
+from tasks.train import train
 
+logger = logging.getLogger("minigpt.classify")
 Encoded = tuple  # (ids: list[int], label: int)
 ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
-
-
-def say(text: str) -> None:
-    """Print on the main process only (one line per message in multi-process runs)."""
-    if is_main_process():
-        print(text, flush=True)
 
 
 # ---- texts -> encoded examples -> batches ---------------------------------------------------------------------
@@ -53,7 +49,7 @@ def encode_examples(tokenizer, texts: list[str], labels: list[int | None], max_l
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise ValueError(f"{name}: text {empty[0] + 1} encodes to no tokens: {texts[empty[0]]!r}")
-    say(f"{name}: {len(texts)} examples, {truncated} truncated to --max-length {max_length} tokens"
+    logger.info(f"{name}: {len(texts)} examples, {truncated} truncated to --max-length {max_length} tokens"
         + (f" (cut at the {'start' if truncation_side == 'left' else 'end'})" if truncated else ""))
     return [(ids, -1 if label is None else int(label)) for ids, label in zip(encoded, labels)]
 
@@ -76,7 +72,7 @@ def max_length_for(requested: int, config) -> int:
     if requested < 1:
         raise ValueError(f"--max-length must be >= 1, got {requested}")
     if requested > config.n_positions:
-        say(f"--max-length {requested} exceeds the model's n_positions; using {config.n_positions}")
+        logger.info(f"--max-length {requested} exceeds the model's n_positions; using {config.n_positions}")
         return config.n_positions
     return requested
 
@@ -178,14 +174,14 @@ def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: 
     for split in ("dev", "test"):
         preds = predict(model, encoded[split], pad_id, eval_batch_size)
         path = write_fn(Path(out_dir) / "predictions" / file_name(split), ids[split], preds)
-        say(f"wrote {path}")
+        logger.info(f"wrote {path}")
 
 
-def report_dev(best: dict[str, float], result, model_dir) -> None:
-    """Print the dev accuracy and macro-F1 `best` of the model as it ends (the weights --select chose; the
-    trainer's `result` says which) and where it went."""
-    say(f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
-        f"model exported to {model_dir}")
+def dev_summary(best: dict[str, float], result, model_dir) -> str:
+    """The run's last line: the dev accuracy and macro-F1 `best` of the model as it ends (the weights --select
+    chose; the trainer's `result` says which) and where it went."""
+    return (f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
+            f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
 
 
 # ---- checks and limits ------------------------------------------------------------------------------------------
@@ -194,7 +190,7 @@ def check_method_arguments(rdrop: float, simcse: float, dropout: float) -> None:
     if rdrop < 0 or simcse < 0:
         raise ValueError(f"--rdrop and --simcse must be >= 0, got {rdrop} and {simcse}")
     if (rdrop > 0 or simcse > 0) and dropout == 0:
-        say("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
+        logger.warning("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
             "(set --dropout 0.1)")
 
 

@@ -31,6 +31,7 @@ head-sst.safetensors (+ head-quora.safetensors). Re-fine-tuning on one task star
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from cli.classify_flags import add_data_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.checkpointing import write_result
-from tasks.classify import collate, encode_examples, evaluate, export_model, limit, max_length_for, predict, say
+from tasks.classify import collate, encode_examples, evaluate, export_model, limit, max_length_for, predict
 from tasks.heads import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
@@ -52,6 +53,8 @@ from tasks.train import (add_training_arguments, config_from_args, is_main_proce
 
 TASKS = ("sst", "quora")  # task index t = position here
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+logger = logging.getLogger("minigpt.multitask")
 
 
 class MultitaskModel(nn.Module):
@@ -161,6 +164,7 @@ def read_encoded(data_dir: str | None, tokenizer, max_length: int, n_limit: int 
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     seed_everything(args.seed)
     weights = parse_task_weights(args.task_weights)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
@@ -169,7 +173,7 @@ def main(args) -> int:
     model = MultitaskModel(apply_finetune(body, finetune_config_from_args(args)), args.pooling, args.head,
                            answer_token_ids(tokenizer))
     trainable, total = count_trainable(model)
-    say(f"multitask {' + '.join(TASKS)} (weights {weights}), --head {args.head}: {trainable:,} of {total:,} "
+    logger.info(f"multitask {' + '.join(TASKS)} (weights {weights}), --head {args.head}: {trainable:,} of {total:,} "
         "parameters train")
     train_data = [(ids, label, t) for t, name in enumerate(TASKS) for ids, label in encoded[name]["train"]]
     pad_id = tokenizer.pad_token_id
@@ -193,11 +197,11 @@ def main(args) -> int:
         for split in ("dev", "test"):
             preds = predict(TaskView(model, t), encoded[name][split], pad_id, args.eval_batch_size)
             ids = [e.id for e in examples[name][split]]
-            say(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
+            logger.info(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
     model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args.model)
     best = evaluate_tasks(model)
     write_result(out_dir, best, result.model_epoch, args)
     where = result.describe()
-    say(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
+    print(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
         + f"; model exported to {model_dir}")
     return 0

@@ -18,6 +18,7 @@ AdamW, and its prompts (cloze.course_prompt: another question on the test split)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -27,8 +28,8 @@ from tasks.data.augment import read_augment_pairs
 from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.checkpointing import write_result
-from tasks.classify import (check_method_arguments, classification_loss, evaluate, export_model, limit, load_head,
-                            max_length_for, report_dev, say, train_classifier, write_predictions)
+from tasks.classify import (check_method_arguments, classification_loss, dev_summary, evaluate, export_model, limit,
+                            load_head, max_length_for, train_classifier, write_predictions)
 from tasks.heads import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
@@ -39,6 +40,8 @@ from cli.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+logger = logging.getLogger("minigpt.paraphrase")
 
 
 def add_arguments(parser) -> None:
@@ -74,7 +77,8 @@ def read_splits(data_dir: str | None, n_limit: int = 0, adversarial_ratio: float
     train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), n_limit)
     if adversarial_ratio > 0:  # on the raw text: the perturbation rules need its capitals
         extra, counts = hard_negatives(train_raw, adversarial_ratio, seed)
-        say(f"adversarial: {len(extra)} hard negatives added ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+        kinds = ", ".join(f"{k} {v}" for k, v in counts.items())
+        logger.info(f"adversarial: {len(extra)} hard negatives added ({kinds})")
         train_raw = train_raw + extra
     splits = {"train": [_preprocessed(e) for e in train_raw],
               "dev": limit(read_quora(path("dev"), labeled=True), n_limit),
@@ -109,6 +113,7 @@ def build_model(body, tokenizer, head: str, pooling: str = "last", head_file: st
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     resolve_protocol(args)
     seed_everything(args.seed)
     splits = read_splits(args.data_dir, args.limit, args.adversarial_ratio if args.adversarial else 0.0, args.seed,
@@ -119,7 +124,8 @@ def main(args) -> int:
     model = build_model(apply_finetune(body, finetune_config_from_args(args)), tokenizer, args.head, args.pooling,
                         args.load_head)
     trainable, total = count_trainable(model)
-    say(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} parameters train")
+    logger.info(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} "
+                "parameters train")
 
     encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args.protocol, split))
                for split, examples in splits.items()}
@@ -135,5 +141,5 @@ def main(args) -> int:
     model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args.model)
     best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
     write_result(args.out_dir, best, result.model_epoch, args)  # result.json marks the run finished
-    report_dev(best, result, model_dir)
+    print(dev_summary(best, result, model_dir))
     return 0

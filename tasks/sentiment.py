@@ -20,6 +20,7 @@ so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetenso
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from tasks.data.augment import read_augment_sentiment
 from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.checkpointing import write_result
-from tasks.classify import (check_method_arguments, classification_loss, course_summed_loss, encode_examples,
-                            evaluate, export_model, limit, load_head, max_length_for, report_dev, say,
+from tasks.classify import (check_method_arguments, classification_loss, course_summed_loss, dev_summary,
+                            encode_examples, evaluate, export_model, limit, load_head, max_length_for,
                             train_classifier, write_predictions)
 from tasks.heads import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
@@ -38,6 +39,8 @@ from cli.protocol import add_protocol_argument, resolve_protocol
 from tasks.train import add_training_arguments, config_from_args, is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+logger = logging.getLogger("minigpt.sentiment")
 
 
 def add_arguments(parser) -> None:
@@ -84,6 +87,7 @@ def loss_of(protocol: str, rdrop: float, simcse: float, simcse_temp: float, batc
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     resolve_protocol(args)
     seed_everything(args.seed)  # before any initialisation: the head, LoRA's A, a scratch body
     splits = read_splits(args.data_dir, args.dataset, args.limit, args.augment)
@@ -95,7 +99,7 @@ def main(args) -> int:
     if args.load_head:
         load_head(model.head, args.load_head)
     trainable, total = count_trainable(model)
-    say(f"sentiment {args.dataset}: --finetune {args.finetune}, --pooling {args.pooling}: {trainable:,} of "
+    logger.info(f"sentiment {args.dataset}: --finetune {args.finetune}, --pooling {args.pooling}: {trainable:,} of "
         f"{total:,} parameters train")
 
     encoded = {split: encode_examples(tokenizer, [e.sentence for e in examples], [e.label for e in examples],
@@ -113,5 +117,5 @@ def main(args) -> int:
                              args.model)
     best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
     write_result(args.out_dir, best, result.model_epoch, args)  # result.json marks the run finished
-    report_dev(best, result, model_dir)
+    print(dev_summary(best, result, model_dir))
     return 0

@@ -4,6 +4,7 @@ the classifier-head variant and the methods run, and LoRA changes only its adapt
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -49,13 +50,14 @@ def test_answer_ids_come_from_the_tokenizer(tmp_path):
         answer_token_ids(Tokenizer.from_dir(write_vocab_files(tmp_path)))  # bytes only: "yes" is 3 tokens
 
 
-def test_long_prompts_lose_their_start_not_the_question(tmp_path, capsys):
+def test_long_prompts_lose_their_start_not_the_question(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     tok = Tokenizer.from_dir(tokenizer_dir(tmp_path))
     write_quora_files(tmp_path / "data", sizes=(4, 4, 4))
     pairs = read_quora(tmp_path / "data" / "quora-dev.csv", labeled=True)
     (ids, label), = encode_pairs(tok, pairs[:1], max_length=50, name="quora dev")
     assert len(ids) == 50 and tok.decode(ids).endswith("Are these questions asking the same thing?\n")
-    assert "quora dev: 1 examples, 1 truncated to --max-length 50 tokens (cut at the start)" in capsys.readouterr().out
+    assert "quora dev: 1 examples, 1 truncated to --max-length 50 tokens (cut at the start)" in caplog.text
 
 
 def run_cli(tmp_path, *flags, out="run"):
@@ -82,12 +84,13 @@ def test_cloze_cli_learns_and_writes_predictions_that_parse_back(tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and not list((out / "model").glob("head-*"))
 
 
-def test_classifier_head_with_methods_runs(tmp_path, capsys):
+def test_classifier_head_with_methods_runs(tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO)
     write_quora_files(tmp_path / "data", sizes=(40, 10, 10))
     rc, out = run_cli(tmp_path, "--head", "classifier", "--pooling", "mean", "--epochs", "1", "--dropout", "0.1",
                       "--rdrop", "1.0", "--simcse", "0.1", "--adversarial", "--adversarial-ratio", "0.5",
                       "--finetune", "lora")
-    log = capsys.readouterr().out
+    log = caplog.text
     assert rc == 0, log
     match = re.search(r"adversarial: (\d+) hard negatives added \(mined (\d+), number (\d+), negation (\d+), "
                       r"entity (\d+)\)", log)
@@ -118,7 +121,8 @@ def test_lora_cloze_learns_with_only_its_adapters_changing(tmp_path):
         assert torch.equal(before[name], value) != is_adapter, name
 
 
-def test_back_translation_file_for_pairs(tmp_path, capsys):
+def test_back_translation_file_for_pairs(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data = write_quora_files(tmp_path / "data", sizes=(6, 2, 2))
     train_path = data / "quora-train.csv"
 
@@ -130,4 +134,4 @@ def test_back_translation_file_for_pairs(tmp_path, capsys):
     assert [e.id for e in rows] == [e.id + "-bt" for e in train]  # every pair's question 2 changed: all kept
     assert [e.label for e in rows] == [e.label for e in train]
     assert all(a.sentence1 == b.sentence1 and a.sentence2 != b.sentence2 for a, b in zip(rows, train))
-    assert "augment: 6 back-translated pairs added" in capsys.readouterr().out
+    assert "augment: 6 back-translated pairs added" in caplog.text

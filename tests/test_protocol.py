@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import random
 
@@ -292,7 +293,8 @@ def test_sonnet_course_protocol_ends_with_the_last_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["sentiment", "paraphrase"])
-def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path, task, capsys):
+def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path, task, caplog):
+    caplog.set_level(logging.INFO)
     from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files, write_sentiment_files
 
     (write_sentiment_files if task == "sentiment" else write_quora_files)(tmp_path / "data", sizes=(24, 8, 6))
@@ -300,7 +302,7 @@ def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path,
             "--scratch-config", SCRATCH, "--dropout", "0", "--epochs", "2", "--out-dir", tmp_path / "run",
             "--protocol", "course"]
     assert run.main([task, *(str(a) for a in argv)]) == 0
-    log = capsys.readouterr().out
+    log = caplog.text
     names = (["last-linear-layer-sst-dev-out.csv", "last-linear-layer-sst-test-out.csv"] if task == "sentiment"
              else ["para-dev-output.csv", "para-test-output.csv"])
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == names

@@ -5,6 +5,7 @@ only their own parameters."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -52,11 +53,12 @@ def test_macro_f1_equals_the_confusion_matrix_formula():
 
 
 # ---- encoding and the loss ---------------------------------------------------------------------------------
-def test_encode_logs_truncation_and_keeps_the_chosen_end(tmp_path, capsys):
+def test_encode_logs_truncation_and_keeps_the_chosen_end(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     tok = Tokenizer.from_dir(tokenizer_dir(tmp_path))
     encoded = encode_examples(tok, ["abcdef", "ab"], [1, None], max_length=4, name="sst train")
     assert encoded == [(tok.encode("abcd"), 1), (tok.encode("ab"), -1)]
-    assert "sst train: 2 examples, 1 truncated to --max-length 4 tokens" in capsys.readouterr().out
+    assert "sst train: 2 examples, 1 truncated to --max-length 4 tokens" in caplog.text
     assert encode_examples(tok, ["abcdef"], [0], 4, "left")[0][0] == tok.encode("cdef")
 
 
@@ -120,7 +122,8 @@ def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, c
             == read_predictions(out / "predictions" / "full-model-sst-dev-out.csv").preds)
 
 
-def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
+def test_sentiment_cli_methods_and_augmentation(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data = write_sentiment_files(tmp_path / "data", "cfimdb", sizes=(40, 20, 10))
 
     def round_trip(texts):  # a stand-in for en -> X -> en: reword half of the texts, keep the others
@@ -128,10 +131,10 @@ def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
     augment = make_back_translation_file(data / "ids-cfimdb-train.csv", tmp_path / "bt.csv", round_trip, "sentiment")
     train_rows = read_sentiment(data / "ids-cfimdb-train.csv", labeled=True)
     assert len(read_augment_sentiment(augment, 2, train_rows)) == 20  # the 20 unchanged rows are dropped
-    capsys.readouterr()
+    caplog.clear()
     rc, out = run_cli(tmp_path, "--dataset", "cfimdb", "--epochs", "1", "--pooling", "mean", "--dropout", "0.1",
                       "--rdrop", "0.5", "--simcse", "0.1", "--augment", augment, "--finetune", "dora")
-    log = capsys.readouterr().out
+    log = caplog.text
     assert rc == 0
     assert "augment: 20 back-translated rows added" in log and "cfimdb train: 60 examples" in log
     assert read_predictions(out / "predictions" / "dora-cfimdb-test-out.csv").ids == [f"test-student{i:04d}"
