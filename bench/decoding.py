@@ -194,7 +194,8 @@ def left_padded_prompts(count: int, longest: int, vocab: int, pad: int, device):
 def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
     """The --batch prompts at once: ours vs transformers' batched generate, and ours batched vs one at a time."""
     cfg = ours.config
-    ids, mask, singles = left_padded_prompts(settings.batch, settings.prompt_tokens, cfg.vocab_size, eos, settings.device)
+    ids, mask, singles = left_padded_prompts(settings.batch, settings.prompt_tokens, cfg.vocab_size, eos,
+                                             settings.device)
     print(f"  batched: {settings.batch} prompts of {min(p.size(1) for p in singles)}-{ids.size(1)} tokens, "
           f"left-padded, {n} new tokens each; tokens/s over all rows")
     print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical':9} "
@@ -231,8 +232,9 @@ def bench_decoders(settings: Settings) -> bool:
     n = settings.new_tokens
     # batch-1 decoding reads every weight once per step; of the position table only one row
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - ours.wpe.weight.nbytes
-    print(f"bench decoding: {settings.config} (random init, {settings.dtype}, {settings.device}, {torch.get_num_threads()} "
-          f"CPU threads), prompt {settings.prompt_tokens} tokens, {n} new tokens, median of {settings.repeats} runs")
+    print(f"bench decoding: {settings.config} (random init, {settings.dtype}, {settings.device}, "
+          f"{torch.get_num_threads()} CPU threads), prompt {settings.prompt_tokens} tokens, {n} new tokens, "
+          f"median of {settings.repeats} runs")
     bound = None
     if settings.device == "cpu":
         bandwidth = read_bandwidth(weight_bytes)
@@ -306,7 +308,8 @@ def bench_chrf(settings: Settings) -> bool:
                                   for j, o in enumerate(candidates) if j != i) for i, c in enumerate(candidates)]
         return max(range(len(means)), key=means.__getitem__)  # the first of equal maxima
 
-    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, settings.repeats, settings.warmup)
+    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, settings.repeats,
+                                          settings.warmup)
     # and one sentence-level check on the same strings
     sentence_same = abs(sentence_chrf(candidates[0], [candidates[1]])
                         - reference_chrf.sentence_score(candidates[0], [candidates[1]]).score) <= 1e-9

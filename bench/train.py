@@ -321,7 +321,8 @@ def run_benchmark(settings: Settings) -> dict:
     peak = matmul_peak_gflops(settings.matmul_size, settings.repeats, device,
                               torch.bfloat16 if settings.dtype == "bf16" else torch.float32)
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"bench train: {settings.config}, random init, {settings.dtype} on {settings.device} ({where}), batch {B} x {T}, "
+    print(f"bench train: {settings.config}, random init, {settings.dtype} on {settings.device} ({where}), "
+          f"batch {B} x {T}, "
           f"task {settings.task}, {settings.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
     print(f"  {settings.dtype} matmul peak ({settings.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
@@ -357,7 +358,8 @@ def run_benchmark(settings: Settings) -> dict:
         print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
               "built model; fresh process per side)")
         for method in methods:
-            mem = {side: peak_memory(settings.task, side, method, settings.config, B, T, settings.device, settings.dtype)["above_model"]
+            mem = {side: peak_memory(settings.task, side, method, settings.config, B, T, settings.device,
+                                     settings.dtype)["above_model"]
                    for side in ("ours", "transformers")}
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "

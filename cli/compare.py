@@ -187,7 +187,8 @@ def main(args) -> int:
             raise ValueError("compare: generated sonnets need --refs, the true sonnets (TRUE_sonnets_held_out_dev.txt)")
         what, tables = sonnet_tables(args.files, args.refs)
         print(f"chrF of {what}; p: {test}, against {args.files[0]}")
-        print_table("chrF", args.files, metric_rows(tables, chrf_from_sums, args.test, args.samples, np.float32), digits=2)
+        rows = metric_rows(tables, chrf_from_sums, args.test, args.samples, np.float32)
+        print_table("chrF", args.files, rows, digits=2)
         return 0
     if not args.gold:
         raise ValueError(f"compare: prediction files need --gold, the labelled file of the task ({kinds[0]})")

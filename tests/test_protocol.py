@@ -157,7 +157,8 @@ def test_course_prompts_and_prediction_names():
                                                   'Are these questions asking the same thing?\n')
     course = parse(paraphrase, "--protocol", "course")
     assert paraphrase.prompt_of(course.protocol, "train")("x", "y") == course_prompt("x", "y", "train")
-    assert paraphrase.prompt_of(parse(paraphrase).protocol, "test")("x", "y").startswith('Question 1: "x"\nQuestion 2: "y"\n')
+    plain = paraphrase.prompt_of(parse(paraphrase).protocol, "test")
+    assert plain("x", "y").startswith('Question 1: "x"\nQuestion 2: "y"\n')
     assert sentiment.prediction_file("full", "sst", "dev") == "full-model-sst-dev-out.csv"
     assert sentiment.prediction_file("last-linear-layer", "cfimdb", "test") == "last-linear-layer-cfimdb-test-out.csv"
     assert sentiment.prediction_file("lora", "sst", "test") == "lora-sst-test-out.csv"
