@@ -88,6 +88,9 @@ def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) ->
 
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     """The DecodeConfig of the parsed decoder flags (and the command's --max-new-tokens and --seed)."""
+    if args.decoder in ("contrastive", "ensemble") and args.top_k:
+        raise ValueError(f"--top-k filters top-p sampling only; the candidate count of --decoder {args.decoder} is "
+                         f"--contrastive-k (got --top-k {args.top_k})")
     return DecodeConfig(
         decoder=args.decoder, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         top_k=args.top_k, seed=args.seed, contrastive_k=args.contrastive_k, alpha=args.alpha,

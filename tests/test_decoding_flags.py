@@ -27,13 +27,13 @@ def test_defaults_are_the_documented_settings():
 
 
 def test_every_flag_reaches_the_config():
-    args = parse("--decoder", "contrastive", "--max-new-tokens", "7", "--temperature", "0.7", "--top-p", "0.5",
+    args = parse("--decoder", "top-p", "--max-new-tokens", "7", "--temperature", "0.7", "--top-p", "0.5",
                  "--top-k", "20", "--seed", "3", "--contrastive-k", "6", "--alpha", "0.4", "--dynamic-alpha",
                  "--alpha-start", "0.1", "--use-mean-sim", "--repetition-penalty", "1.3", "--num-beams", "2",
                  "--length-penalty", "1.0", "--no-repeat-ngram-size", "0", "--num-candidates", "3",
                  "--ensemble-alpha-spread", "0.1", "--decode-batch-size", "4")
     assert decode_config_from_args(args) == DecodeConfig(
-        decoder="contrastive", max_new_tokens=7, temperature=0.7, top_p=0.5, top_k=20, seed=3, contrastive_k=6,
+        decoder="top-p", max_new_tokens=7, temperature=0.7, top_p=0.5, top_k=20, seed=3, contrastive_k=6,
         alpha=0.4, dynamic_alpha=True, alpha_start=0.1, use_mean_sim=True, repetition_penalty=1.3, num_beams=2,
         length_penalty=1.0, no_repeat_ngram_size=0, num_candidates=3, ensemble_alpha_spread=0.1, batch_size=4)
 
@@ -67,6 +67,8 @@ def test_top_k_is_the_sampling_filter_and_contrastive_k_the_candidates():
     """--top-k no longer doubles as contrastive search's candidate count: each setting has its own flag."""
     cfg = decode_config_from_args(parse("--decoder", "contrastive", "--top-k", "0", "--contrastive-k", "3"))
     assert (cfg.top_k, cfg.contrastive_k) == (0, 3)
+    with pytest.raises(ValueError, match="--contrastive-k"):  # the old spelling says where the setting went
+        decode_config_from_args(parse("--decoder", "contrastive", "--top-k", "4"))
     help_text = argparse.ArgumentParser()
     add_decoder_arguments(help_text)
     text = help_text.format_help()
