@@ -18,31 +18,90 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import sys
 
+
+# Each subcommand is a module with add_arguments(parser) and main(args). They are imported here, by name, inside
+# small functions: only the chosen one is imported, because the tasks import torch (seconds) and `run.py --help`
+# should answer at once.
+def download_command():
+    from cli import download
+    return download
+
+
+def generate_command():
+    from cli import generate
+    return generate
+
+
+def sonnet_command():
+    from tasks import sonnet
+    return sonnet
+
+
+def sentiment_command():
+    from tasks import sentiment
+    return sentiment
+
+
+def paraphrase_command():
+    from tasks import paraphrase
+    return paraphrase
+
+
+def multitask_command():
+    from tasks import multitask
+    return multitask
+
+
+def compare_command():
+    from cli import compare
+    return compare
+
+
+def sweep_command():
+    from cli import sweep
+    return sweep
+
+
+def bench_model():
+    from bench import model  # training and inference tokens/s vs transformers
+    return model
+
+
+def bench_decoding():
+    from bench import decoding  # every decoder vs transformers' generate; chrF and MBR vs sacrebleu
+    return decoding
+
+
+def bench_train():
+    from bench import train  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
+    return train
+
+
+# subcommand -> (the function importing its module, one-line help)
+COMMANDS = {
+    "download": (download_command, "fetch GPT-2 checkpoints or the public data sets"),
+    "generate": (generate_command, "continue a prompt with greedy, sampling, contrastive, beam, MBR or ensemble "
+                                   "decoding"),
+    "sonnet": (sonnet_command, "fine-tune on sonnets, generate held-out sonnets, score chrF"),
+    "sentiment": (sentiment_command, "sentiment classification on SST or CFIMDB"),
+    "paraphrase": (paraphrase_command, "paraphrase detection on Quora (cloze yes/no)"),
+    "multitask": (multitask_command, "train sentiment and paraphrase together, then optionally re-fine-tune"),
+    "compare": (compare_command, "is a gap real? scores with 95% intervals and paired p-values (chrF, accuracy, "
+                                 "F1)"),
+    "sweep": (sweep_command, "hyperparameter search: one resumable run of a task per setting, ranked by dev metric"),
+}
 BENCHMARKS = {
-    "model": "bench.model",  # training and inference tokens/s vs transformers
-    "decoding": "bench.decoding",  # every decoder vs transformers' generate; chrF and MBR vs sacrebleu
-    "train": "bench.train",  # full fine-tuning, LoRA, DoRA, prefix vs transformers + peft
+    "model": (bench_model, "benchmark: training and inference tokens/s vs transformers"),
+    "decoding": (bench_decoding, "benchmark: every decoder vs transformers' generate; chrF and MBR vs sacrebleu"),
+    "train": (bench_train, "benchmark: full fine-tuning, LoRA, DoRA, prefix vs transformers + peft"),
 }
 
 # tasks that write into --out-dir: one run per directory at a time (training/out_dir_lock.py)
 LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
-
-# subcommand -> (module with add_arguments(parser) and main(args), one-line help)
-COMMANDS = {
-    "download": ("cli.download", "fetch GPT-2 checkpoints or the public data sets"),
-    "generate": ("cli.generate", "continue a prompt with greedy, sampling, contrastive, beam, MBR or ensemble decoding"),
-    "sonnet": ("tasks.sonnet", "fine-tune on sonnets, generate held-out sonnets, score chrF"),
-    "sentiment": ("tasks.sentiment", "sentiment classification on SST or CFIMDB"),
-    "paraphrase": ("tasks.paraphrase", "paraphrase detection on Quora (cloze yes/no)"),
-    "multitask": ("tasks.multitask", "train sentiment and paraphrase together, then optionally re-fine-tune"),
-    "compare": ("cli.compare", "is a gap real? scores with 95% intervals and paired p-values (chrF, accuracy, F1)"),
-    "sweep": ("cli.sweep", "hyperparameter search: one resumable run of a task per setting, ranked by dev metric"),
-}
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -63,10 +122,12 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_subcommand(sub, name: str, module_name: str, help_text: str, load: bool):
-    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsFormatter)
+def add_subcommand(sub, name: str, import_command, help_text: str, load: bool):
+    # argparse %-formats a help text (for %(default)s): a literal % is written %%
+    p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text,
+                       formatter_class=DefaultsFormatter)
     if load:  # import only what the chosen subcommand needs (torch imports are slow)
-        module = importlib.import_module(module_name)
+        module = import_command()
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return p
@@ -80,21 +141,21 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     positional = [a for a in argv if not a.startswith("-")]
     chosen = positional[0] if positional else None
     chosen_benchmark = positional[1] if len(positional) > 1 and chosen == "bench" else None
-    for name, (module_name, help_text) in COMMANDS.items():
-        add_subcommand(sub, name, module_name, help_text, load=chosen == name)
+    for name, (import_command, help_text) in COMMANDS.items():
+        add_subcommand(sub, name, import_command, help_text, load=chosen == name)
     bench = sub.add_parser("bench", help="speed against the reference implementations (ratios)")
     bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, module_name in BENCHMARKS.items():
-        add_subcommand(bench_sub, name, module_name, f"benchmark: {name}", load=chosen_benchmark == name)
+    for name, (import_command, help_text) in BENCHMARKS.items():
+        add_subcommand(bench_sub, name, import_command, help_text, load=chosen_benchmark == name)
     return parser
 
 
-def out_dir_lock(args):
+def out_dir_lock(command: str, out_dir: str | None):
     """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
-    if args.command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
+    if command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
         return contextlib.nullcontext()
     from training.out_dir_lock import locked
-    return locked(args.out_dir)
+    return locked(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress: one way, the logging module
     try:
-        with out_dir_lock(args):
+        with out_dir_lock(args.command, getattr(args, "out_dir", None)):
             result = args._main(args)
     except KeyboardInterrupt:
         out_dir = getattr(args, "out_dir", None)

@@ -28,7 +28,28 @@ import string
 import tempfile
 import time
 
+from dataclasses import dataclass
+
 import torch
+
+from cli.model_flags import add_explicit_math_argument
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the benchmark measures (the flags below, built once in main)."""
+    config: str = "gpt2"
+    prompt_tokens: int = 32
+    new_tokens: int = 64
+    repeats: int = 3
+    warmup: int = 1
+    chrf_pairs: int = 1000
+    mbr_candidates: int = 32
+    decoders: str = "greedy,top-p,contrastive,beam"
+    batch: int = 12
+    device: str = "cpu"
+    dtype: str = "fp32"
+    explicit_math: bool = False
 
 
 def add_arguments(parser) -> None:
@@ -47,6 +68,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=12,
                         help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
+    add_explicit_math_argument(parser)  # ours only
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="weights and activations of both models (bf16 tokens may differ: rounding)")
 
@@ -169,26 +191,27 @@ def left_padded_prompts(count: int, longest: int, vocab: int, pad: int, device):
     return ids.to(device), mask.to(device), [p.to(device) for p in singles]
 
 
-def bench_batched(args, ours, hf, n: int, eos: int) -> bool:
+def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
     """The --batch prompts at once: ours vs transformers' batched generate, and ours batched vs one at a time."""
     cfg = ours.config
-    ids, mask, singles = left_padded_prompts(args.batch, args.prompt_tokens, cfg.vocab_size, eos, args.device)
-    print(f"  batched: {args.batch} prompts of {min(p.size(1) for p in singles)}-{ids.size(1)} tokens, "
+    ids, mask, singles = left_padded_prompts(settings.batch, settings.prompt_tokens, cfg.vocab_size, eos,
+                                             settings.device)
+    print(f"  batched: {settings.batch} prompts of {min(p.size(1) for p in singles)}-{ids.size(1)} tokens, "
           f"left-padded, {n} new tokens each; tokens/s over all rows")
     print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical':9} "
           f"{'ours 1 by 1':>11} {'batched/1 by 1':>14}")
-    chosen, all_same = args.decoders.split(","), True
+    chosen, all_same = settings.decoders.split(","), True
     batch_cases = decoder_cases(ours, hf, ids, n, eos, mask)
     for name, (ours_fn, ref_fn) in batch_cases.items():
         if name.split()[0] not in chosen:
             continue
-        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, args.repeats, args.warmup)
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup)
         one_by_one = [decoder_cases(ours, hf, p, n, eos)[name][0] for p in singles]
-        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, args.repeats, 0)
+        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, settings.repeats, 0)
         same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
         all_same &= same
-        speed_ours = args.batch * (out_ours.size(1) - ids.size(1)) / t_ours
-        speed_ref = args.batch * (out_ref.size(1) - ids.size(1)) / t_ref
+        speed_ours = settings.batch * (out_ours.size(1) - ids.size(1)) / t_ours
+        speed_ref = settings.batch * (out_ref.size(1) - ids.size(1)) / t_ref
         speed_single = sum(o.size(1) - p.size(1) for o, p in zip(outs, singles)) / t_single
         print(f"  {name:18} {speed_ours:10.1f} {speed_ref:12.1f} {speed_ours / speed_ref:5.2f}x  "
               f"{'yes' if same else 'NO':9} {speed_single:11.1f} "
@@ -196,22 +219,24 @@ def bench_batched(args, ours, hf, n: int, eos: int) -> bool:
     return all_same
 
 
-def bench_decoders(args) -> bool:
+def bench_decoders(settings: Settings) -> bool:
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # keep the table readable (a notice about contrastive search's future home)
-    check_device(args.device)
-    ours, hf = build_pair(args.config, device=args.device, dtype=args.dtype)
+    check_device(settings.device)
+    ours, hf = build_pair(settings.config, device=settings.device, dtype=settings.dtype)
+    ours.set_fused(not settings.explicit_math)
     cfg = ours.config
-    ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
-    ids = ids.to(args.device)
-    n = args.new_tokens
+    ids = torch.randint(0, cfg.vocab_size, (1, settings.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(settings.device)
+    n = settings.new_tokens
     # batch-1 decoding reads every weight once per step; of the position table only one row
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters()) - ours.wpe.weight.nbytes
-    print(f"bench decoding: {args.config} (random init, {args.dtype}, {args.device}, {torch.get_num_threads()} "
-          f"CPU threads), prompt {args.prompt_tokens} tokens, {n} new tokens, median of {args.repeats} runs")
+    print(f"bench decoding: {settings.config} (random init, {settings.dtype}, {settings.device}, "
+          f"{torch.get_num_threads()} CPU threads), prompt {settings.prompt_tokens} tokens, {n} new tokens, "
+          f"median of {settings.repeats} runs")
     bound = None
-    if args.device == "cpu":
+    if settings.device == "cpu":
         bandwidth = read_bandwidth(weight_bytes)
         bound = bandwidth / weight_bytes
         print(f"  memory bound: {weight_bytes / 1e6:.0f} MB of weights per step / {bandwidth / 1e9:.1f} GB/s "
@@ -219,11 +244,11 @@ def bench_decoders(args) -> bool:
     print(f"  {'decoder':18} {'ours tok/s':>10} {'transformers':>12} {'ratio':>6}  {'identical tokens'}")
     all_same = True
     greedy_speed = None
-    chosen = args.decoders.split(",")
+    chosen = settings.decoders.split(",")
     for name, (ours_fn, ref_fn) in decoder_cases(ours, hf, ids, n, cfg.eos_token_id).items():
         if name.split()[0] not in chosen:
             continue
-        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, args.repeats, args.warmup)
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup)
         same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
         all_same &= same
         speed_ours = (out_ours.size(1) - ids.size(1)) / t_ours
@@ -235,8 +260,8 @@ def bench_decoders(args) -> bool:
     if greedy_speed and bound:
         print(f"  greedy as a fraction of the memory bound: ours {greedy_speed[0] / bound:.0%}, "
               f"transformers {greedy_speed[1] / bound:.0%}")
-    if args.batch > 0:
-        all_same &= bench_batched(args, ours, hf, n, cfg.eos_token_id)
+    if settings.batch > 0:
+        all_same &= bench_batched(settings, ours, hf, n, cfg.eos_token_id)
     return all_same
 
 
@@ -260,30 +285,31 @@ def random_sentences(count: int, seed: int, words_per: tuple[int, int] = (5, 25)
     return hyps, refs
 
 
-def bench_chrf(args) -> bool:
+def bench_chrf(settings: Settings) -> bool:
     from sacrebleu.metrics import CHRF
 
     from decoding import corpus_chrf, mbr_select, sentence_chrf
 
     reference_chrf = CHRF()
-    hyps, refs = random_sentences(args.chrf_pairs, seed=0)
+    hyps, refs = random_sentences(settings.chrf_pairs, seed=0)
     t_ours, t_ref, ours, ref = timed_pair(
         lambda: corpus_chrf(hyps, refs), lambda: reference_chrf.corpus_score(hyps, [refs]).score,
-        args.repeats, args.warmup,
+        settings.repeats, settings.warmup,
     )
     chrf_same = abs(ours - ref) <= 1e-9
     print(f"  {'':18} {'ours s':>10} {'sacrebleu s':>12} {'speedup':>7}  identical")
     print(f"  {f'corpus chrF x{len(hyps)}':18} {t_ours:10.3f} {t_ref:12.3f} {t_ref / t_ours:6.1f}x  "
           f"{'yes' if chrf_same else 'NO'} ({ours:.6f} vs {ref:.6f})")
 
-    candidates, _ = random_sentences(args.mbr_candidates, seed=1, words_per=(60, 110))  # sonnet-sized
+    candidates, _ = random_sentences(settings.mbr_candidates, seed=1, words_per=(60, 110))  # sonnet-sized
 
     def brute_force():
         means = [statistics.fmean(reference_chrf.sentence_score(c, [o]).score
                                   for j, o in enumerate(candidates) if j != i) for i, c in enumerate(candidates)]
         return max(range(len(means)), key=means.__getitem__)  # the first of equal maxima
 
-    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, args.repeats, args.warmup)
+    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, settings.repeats,
+                                          settings.warmup)
     # and one sentence-level check on the same strings
     sentence_same = abs(sentence_chrf(candidates[0], [candidates[1]])
                         - reference_chrf.sentence_score(candidates[0], [candidates[1]]).score) <= 1e-9
@@ -295,11 +321,15 @@ def bench_chrf(args) -> bool:
 def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    settings = Settings(config=args.config, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+                        repeats=args.repeats, warmup=args.warmup, chrf_pairs=args.chrf_pairs,
+                        mbr_candidates=args.mbr_candidates, decoders=args.decoders, batch=args.batch,
+                        device=args.device, dtype=args.dtype, explicit_math=args.explicit_math)
     ok = True
     if args.only in ("all", "decoders"):
-        ok &= bench_decoders(args)
+        ok &= bench_decoders(settings)
     if args.only in ("all", "chrf"):
-        ok &= bench_chrf(args)
+        ok &= bench_chrf(settings)
     if not ok:
         print("MISMATCH: some outputs differ from the reference (see 'identical' above)")
     return 0 if ok else 1

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from cli.model_flags import add_explicit_math_argument
+
 MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
 
 
@@ -126,11 +128,27 @@ def infer_fn(model, ids, autocast=nullcontext):
     return forward
 
 
+def set_fused(model, fused: bool):
+    """GPT2.set_fused on every GPT-2 inside `model` (a GPT2, or one wrapped by a classifier or prefix-tuning)."""
+    from minigpt import GPT2
+
+    for m in model.modules():
+        if isinstance(m, GPT2):
+            m.set_fused(fused)
+    return model
+
+
+def is_fused(model) -> bool:
+    from minigpt import GPT2
+
+    return all(m.config.fused for m in model.modules() if isinstance(m, GPT2))
+
+
 def make_optimizer(side: str, model):
     if side == "ours":
         from minigpt.optim import AdamW, param_groups
 
-        return AdamW(param_groups(model, 0.01), lr=1e-5)
+        return AdamW(param_groups(model, 0.01), lr=1e-5, foreach=is_fused(model))  # --explicit-math: plain
     return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
 
 
@@ -215,6 +233,7 @@ def add_arguments(parser) -> None:
                         help="repeat the timing in this many fresh processes: median ratio and its range")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)
 
 
@@ -227,14 +246,15 @@ def add_device_arguments(parser) -> None:
                              "AdamW (default: %(default)s)")
 
 
-def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
+def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtype: str = "fp32",
+            explicit_math: bool = False) -> dict:
     """{"logit_difference": max |ours - reference|, "train": (ours tok/s, reference tok/s), "inference": (...)}.
 
     The logit difference is taken in fp32 whatever --dtype (it checks the weights, not the precision)."""
     dev = bench_device(device)
     autocast = precision(dev, dtype)
     ours, hf = build_pair(config)
-    ours, hf = ours.to(dev), hf.to(dev)
+    ours, hf = set_fused(ours.to(dev), not explicit_math), hf.to(dev)
     ids = torch.randint(0, ours.config.vocab_size, (B, T)).to(dev)
     ours.eval(), hf.eval()
     with torch.no_grad():
@@ -251,12 +271,13 @@ def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtyp
 
 
 def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int, device: str = "cpu",
-                     dtype: str = "fp32") -> dict:
+                     dtype: str = "fp32", explicit_math: bool = False) -> dict:
     """`measure` in a fresh process (its own allocations, its own luck)."""
     root = str(Path(__file__).resolve().parent.parent)
     code = (f"import sys, json, torch; sys.path.insert(0, {root!r}); from bench.model import measure;"
             f"torch.set_num_threads({threads}) if {threads} else None;"
-            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats}, {device!r}, {dtype!r})))")
+            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats}, {device!r}, {dtype!r}, "
+            f"{explicit_math!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"timing child failed:\n{out.stderr[-2000:]}")
@@ -273,9 +294,10 @@ def main(args) -> None:
     where = f"{torch.get_num_threads()} threads" if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"bench model: {args.config}, random init, {args.dtype} on {args.device} ({where}), batch {B} x {T}")
     if args.processes == 1:
-        runs = [measure(args.config, B, T, args.repeats, args.device, args.dtype)]
+        runs = [measure(args.config, B, T, args.repeats, args.device, args.dtype, args.explicit_math)]
     else:
-        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads, args.device, args.dtype)
+        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads, args.device, args.dtype,
+                                 args.explicit_math)
                 for _ in tqdm(range(args.processes), desc="processes", leave=False)]
     print(f"  same weights: max |logit difference| = {max(r['logit_difference'] for r in runs):.2e}")
     spread = f"   ratio over {len(runs)} processes: min - max" if len(runs) > 1 else ""

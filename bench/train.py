@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -59,9 +60,10 @@ import torch.nn.functional as F
 from contextlib import nullcontext
 
 from bench.adamw import print_adamw_table
-from minigpt import GPT2
 from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib, parse_config,
-                         peak_above_now, precision, synchronize, timed, train_step_fn)
+                         peak_above_now, precision, set_fused, synchronize, timed, train_step_fn)
+from cli.model_flags import add_explicit_math_argument
+from minigpt import GPT2
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)
@@ -97,7 +99,7 @@ def adapt(side: str, method: str, model):
 
 
 def build_classifier_pair(config: str, seed: int = 0):
-    """Our GPT-2 + classification head (tasks/classifier.py, pooling = last real token) and transformers'
+    """Our GPT-2 + classification head (tasks/heads.py, pooling = last real token) and transformers'
     GPT2ForSequenceClassification (num_labels 5, pad_token_id = eos), same body and head weights.
 
     Our head has a bias (set to 0 here) and dropout on the pooled vector; theirs has neither: B x C work, noise.
@@ -106,7 +108,7 @@ def build_classifier_pair(config: str, seed: int = 0):
 
     from transformers import GPT2ForSequenceClassification
 
-    from tasks.classifier import GPT2Classifier
+    from tasks.heads import GPT2Classifier
 
     ours_lm, hf_lm = build_pair(parse_config(config), seed)
     hf_config = copy.deepcopy(hf_lm.config)
@@ -277,45 +279,68 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmul peak")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the benchmark measures (the flags above, built once in main)."""
+    config: str = "gpt2"
+    task: str = "lm"
+    methods: list[str] | None = None  # None: every method (lm), full (sentiment)
+    batch_size: int = 4
+    seq_len: int = 128
+    repeats: int = 5
+    matmul_size: int = 2048
+    threads: int = 0
+    no_memory: bool = False
+    explicit_math: bool = False
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+
+def settings_from_args(args) -> Settings:
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+
+
 def main(args) -> None:
-    run_benchmark(args)
+    run_benchmark(settings_from_args(args))
 
 
-def run_benchmark(args) -> dict:
+def run_benchmark(settings: Settings) -> dict:
     """Measure and print; returns {method: {"tokens_per_s": {side: ...}, "ratio": ..., ...}} (for tests)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = args.methods or (("full",) if args.task == "sentiment" else METHODS)
-    if args.task == "sentiment" and list(methods) != ["full"]:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    methods = settings.methods or (("full",) if settings.task == "sentiment" else METHODS)
+    if settings.task == "sentiment" and list(methods) != ["full"]:
         raise SystemExit("bench train --task sentiment measures full fine-tuning only (--methods full)")
-    B, T = args.batch_size, args.seq_len
-    device = bench_device(args.device)
-    autocast = precision(device, args.dtype)
-    peak = matmul_peak_gflops(args.matmul_size, args.repeats, device,
-                              torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    B, T = settings.batch_size, settings.seq_len
+    device = bench_device(settings.device)
+    autocast = precision(device, settings.dtype)
+    peak = matmul_peak_gflops(settings.matmul_size, settings.repeats, device,
+                              torch.bfloat16 if settings.dtype == "bf16" else torch.float32)
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"bench train: {args.config}, random init, {args.dtype} on {args.device} ({where}), batch {B} x {T}, "
-          f"task {args.task}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
+    print(f"bench train: {settings.config}, random init, {settings.dtype} on {settings.device} ({where}), "
+          f"batch {B} x {T}, "
+          f"task {settings.task}, {settings.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
-    print(f"  {args.dtype} matmul peak ({args.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
+    print(f"  {settings.dtype} matmul peak ({settings.matmul_size}^3 torch.mm): {peak:.1f} GFLOP/s")
     print(f"  {'method':8} {'ours tok/s':>11} {'reference':>10} {'ratio':>7}   {'spread ours / ref':>19}"
           f"   {'MFU ours':>8} {'MFU ref':>8}  {'GFLOP/tok':>9}  {'|dlogit|':>8}")
     results = {}
     for method in methods:
-        ours, ref = build_models(args.task, method, args.config)
-        ours, ref = ours.to(device), ref.to(device)
+        ours, ref = build_models(settings.task, method, settings.config)
+        ours, ref = set_fused(ours.to(device), not settings.explicit_math), ref.to(device)
         cfg = gpt2_config(ours)
-        batch = to_device(make_batch(args.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
-        diff = max_logit_difference(args.task, ours, ref, batch)
-        fns = {side: step_fn(args.task, side, m, batch, autocast)
+        batch = to_device(make_batch(settings.task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
+        diff = max_logit_difference(settings.task, ours, ref, batch)
+        fns = {side: step_fn(settings.task, side, m, batch, autocast)
                for side, m in (("ours", ours), ("transformers", ref))}
-        t = interleaved(fns, args.repeats)
+        t = interleaved(fns, settings.repeats)
         speed = {k: B * T / v[0] for k, v in t.items()}
         spread = {k: (v[2] - v[1]) / v[0] for k, v in t.items()}  # (max - min) / median
-        fpt = flops_per_token(method, cfg, T, args.task)
+        fpt = flops_per_token(method, cfg, T, settings.task)
         mfu = {k: s * fpt / (peak * 1e9) for k, s in speed.items()}
         results[method] = {"tokens_per_s": speed, "ratio": speed["ours"] / speed["transformers"], "mfu": mfu,
                            "flops_per_token": fpt, "spread": spread, "max_logit_difference": diff}
@@ -326,14 +351,15 @@ def run_benchmark(args) -> dict:
         del ours, ref, fns
         gc.collect()
     print(f"  spread = (max - min) / median of the timed steps; load average now {os.getloadavg()[0]:.1f}")
-    model = GPT2(parse_config(args.config)).to(device)  # the full model: every parameter trains
-    results["adamw_step_s"] = print_adamw_table(model, args.repeats)
+    model = GPT2(parse_config(settings.config)).to(device)  # the full model: every parameter trains
+    results["adamw_step_s"] = print_adamw_table(model, settings.repeats)
     del model
-    if not args.no_memory:
+    if not settings.no_memory:
         print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
               "built model; fresh process per side)")
         for method in methods:
-            mem = {side: peak_memory(args.task, side, method, args.config, B, T, args.device, args.dtype)["above_model"]
+            mem = {side: peak_memory(settings.task, side, method, settings.config, B, T, settings.device,
+                                     settings.dtype)["above_model"]
                    for side in ("ours", "transformers")}
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "

@@ -147,13 +147,14 @@ def macro_f1_from_sums(sums) -> float:
 
 
 # ----- scoring and printing -----------------------------------------------------------------------------------
-def metric_rows(tables: list[np.ndarray], score_fn, args, dtype) -> list[tuple]:
-    """Per system: (score interval, gap to the first, p against the first or None)."""
+def metric_rows(tables: list[np.ndarray], score_fn, test: str, samples: int | None, dtype) -> list[tuple]:
+    """Per system: (score interval, gap to the first, p against the first or None); test 'bs' or 'ar' with
+    `samples` draws (None: the test's default)."""
     intervals = [bootstrap_interval(table, score_fn, dtype=dtype) for table in tables]
     rows = [(intervals[0], None, None)]
     for table, interval in zip(tables[1:], intervals[1:]):
         gap = interval.score - intervals[0].score
-        p = None if gap == 0 else paired_test(tables[0], table, score_fn, args.test, args.samples, SEED, dtype)
+        p = None if gap == 0 else paired_test(tables[0], table, score_fn, test, samples, SEED, dtype)
         rows.append((interval, gap, p))
     return rows
 
@@ -186,7 +187,8 @@ def main(args) -> int:
             raise ValueError("compare: generated sonnets need --refs, the true sonnets (TRUE_sonnets_held_out_dev.txt)")
         what, tables = sonnet_tables(args.files, args.refs)
         print(f"chrF of {what}; p: {test}, against {args.files[0]}")
-        print_table("chrF", args.files, metric_rows(tables, chrf_from_sums, args, np.float32), digits=2)
+        rows = metric_rows(tables, chrf_from_sums, args.test, args.samples, np.float32)
+        print_table("chrF", args.files, rows, digits=2)
         return 0
     if not args.gold:
         raise ValueError(f"compare: prediction files need --gold, the labelled file of the task ({kinds[0]})")
@@ -197,5 +199,5 @@ def main(args) -> int:
     tables = [classification_table(p, labels, classes) for p in preds]
     print(f"{len(labels)} examples paired by id with {args.gold}; p: {test}, against {args.files[0]}")
     for name, score_fn in (("accuracy", accuracy_from_sums), ("macro-F1", macro_f1_from_sums)):
-        print_table(name, args.files, metric_rows(tables, score_fn, args, np.float64), digits=4)
+        print_table(name, args.files, metric_rows(tables, score_fn, args.test, args.samples, np.float64), digits=4)
     return 0

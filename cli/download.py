@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     if args.what == "data":
         from tasks.data import resolve_data_dir
-        from tasks.fetch_data import FetchError, fetch_data
+        from tasks.data.fetch_data import FetchError, fetch_data
 
         data_dir = resolve_data_dir(args.data_dir, must_exist=False)
         try:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from decoding.options import add_decoder_arguments, generate_from_args
+from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
+from cli.model_flags import add_explicit_math_argument
+from decoding.config import decode
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
 from cli.arg_types import device_name, number
@@ -25,22 +27,23 @@ def add_arguments(parser) -> None:
                         help="tokens to generate after the prompt (prompt + these must fit the model's context)")
     parser.add_argument("--device", type=device_name, default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_explicit_math_argument(parser)
     add_decoder_arguments(parser)
 
 
 def main(args) -> int:
+    cfg = decode_config_from_args(args)
     device = resolve_device(args.device)
     tokenizer = Tokenizer.from_dir(args.tokenizer or resolve_model_dir(args.model))
     ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ValueError("--prompt is empty: give at least one token of text to continue")
-    model = load_pretrained(args.model, device=device).eval()
+    model = load_pretrained(args.model, device=device).eval().set_fused(not args.explicit_math)
     context = model.config.n_positions
     if len(ids) + args.max_new_tokens > context:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}: the prompt's {len(ids)} tokens plus these exceed "
                          f"the model's context of {context} positions (at most {max(context - len(ids), 0)})")
     input_ids = torch.tensor([ids], device=device)
-    out = generate_from_args(model, input_ids, args, max_new_tokens=args.max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
+    out = decode(model, input_ids, cfg, eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
     print(tokenizer.decode(out[0].tolist()))
     return 0

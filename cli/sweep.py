@@ -24,7 +24,6 @@ how much of a difference between two settings is the luck of one seed.
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import json
 import os
@@ -40,13 +39,9 @@ from minigpt.files import atomic_write_text
 from training.checkpointing import LAST, RESULT
 
 ROOT = Path(__file__).resolve().parents[1]  # where run.py is
-# task -> (module with add_arguments, the result.json entry that ranks the runs; higher is better)
-TASKS = {
-    "sonnet": ("tasks.sonnet", "dev_chrf"),
-    "sentiment": ("tasks.sentiment", "dev_accuracy"),
-    "paraphrase": ("tasks.paraphrase", "dev_accuracy"),
-    "multitask": ("tasks.multitask", "dev_mean_accuracy"),
-}
+# task -> the result.json entry that ranks its runs (higher is better)
+TASKS = {"sonnet": "dev_chrf", "sentiment": "dev_accuracy", "paraphrase": "dev_accuracy",
+         "multitask": "dev_mean_accuracy"}
 OWNED = ("--out-dir", "--resume")  # the sweep sets these for each run
 
 
@@ -149,8 +144,11 @@ class _ParserError(argparse.ArgumentParser):
 
 
 def task_parser(task: str) -> argparse.ArgumentParser:
+    from tasks import multitask, paraphrase, sentiment, sonnet  # here: `run.py sweep --help` stays fast (torch)
+
+    modules = {"sonnet": sonnet, "sentiment": sentiment, "paraphrase": paraphrase, "multitask": multitask}
     parser = _ParserError(prog=f"run.py {task}")
-    importlib.import_module(TASKS[task][0]).add_arguments(parser)
+    modules[task].add_arguments(parser)
     return parser
 
 
@@ -258,7 +256,7 @@ def cell(row: dict, column: str) -> str:
 
 def main(args) -> int:
     grid = parse_grid(args.grid)
-    metric = args.metric or TASKS[args.task][1]
+    metric = args.metric or TASKS[args.task]
     gpus = parse_gpus(args.gpus)
     runs = plan(grid, args.task, args.task_args, args.out_dir)
     out_dir = Path(args.out_dir)

@@ -6,7 +6,7 @@
     label  = argmax(z_no, z_yes)                          0 = not a paraphrase, 1 = paraphrase
 
 The loss is the cross-entropy of softmax(z_no, z_yes): the next-token distribution renormalised over the two
-answers, losses.restricted_cross_entropy. The task's loss function (classification.classification_loss) takes the
+answers, losses.restricted_cross_entropy. The task's loss function (classify.classification_loss) takes the
 plain cross-entropy of these (B, 2) logits, which is that restricted cross-entropy; R-Drop and SimCSE apply as to
 any classifier (SimCSE's embedding: the hidden state at the last real token).
 
@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.classification import Encoded, encode_examples
-from tasks.classifier import ClassifierOutput, pool_last
+from tasks.classify import Encoded, encode_examples
+from tasks.heads import ClassifierOutput, pool_last
 from tasks.data import ParaphraseExample, paraphrase_prompt
 
 ANSWERS = ("no", "yes")  # index = label: 0 = not a paraphrase, 1 = paraphrase

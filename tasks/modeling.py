@@ -6,12 +6,14 @@
 full: every weight. last-linear-layer: GPT-2 frozen, only the task's head trains (tasks with a head).
 lora / dora: low-rank adapters on the chosen projections (minigpt/lora.py), GPT-2 frozen.
 prefix: learned per-layer key/value prefixes (minigpt/prefix.py), GPT-2 frozen.
+
+The flags live in cli/model_flags.py; a task's main turns them into a ModelSpec and a FinetuneConfig (below).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
@@ -19,10 +21,32 @@ import torch.nn as nn
 from minigpt import GPT2, GPT2Config, Tokenizer, load_pretrained, save_pretrained
 from minigpt.checkpoint import resolve_model_dir, save_safetensors
 from minigpt.files import atomic_write
-from minigpt.config import PRESETS
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
 from minigpt.prefix import PrefixTuning
-from cli.arg_types import number
+
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which GPT-2 to load: a preset, a directory or 'scratch' (a random model of scratch_config)."""
+    model: str = "gpt2"
+    tokenizer: str | None = None  # the tokenizer's directory (None: the model's)
+    scratch_config: str = "n_layer=4,n_head=4,n_embd=256,n_positions=512"
+    dropout: float | None = None  # None: the checkpoint's
+    explicit_math: bool = False  # True: the plain equations everywhere (model.set_fused(False))
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What trains: the method and its settings."""
+    method: str = "full"  # one of FINETUNE_HELP
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("attn.c_attn", "attn.c_proj")
+    prefix_length: int = 10
+    prefix_hidden: int = 512  # 0: no MLP
+
 
 FINETUNE_HELP = {
     "full": "every weight trains",
@@ -31,34 +55,6 @@ FINETUNE_HELP = {
     "dora": "weight-decomposed low-rank adapters (Liu et al. 2024); GPT-2 frozen",
     "prefix": "learned key/value prefixes (Li & Liang 2021); GPT-2 frozen",
 }
-
-
-def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_finetune="full") -> None:
-    g = parser.add_argument_group("model (tasks/modeling.py)")
-    g.add_argument("--model", default="gpt2",
-                   help=f"a preset ({', '.join(PRESETS)}: downloaded once into the cache), a directory in the "
-                        "Hugging Face layout (config.json, model.safetensors or pytorch_model.bin, vocab.json, "
-                        "merges.txt), or 'scratch' for a randomly initialised model of --scratch-config")
-    g.add_argument("--scratch-config", type=scratch_config_text,
-                   default="n_layer=4,n_head=4,n_embd=256,n_positions=512",
-                   help="with --model scratch: GPT2Config fields as key=value,... (vocab size from the tokenizer)")
-    g.add_argument("--tokenizer", default=None,
-                   help="directory with vocab.json + merges.txt (default: the model directory; required with "
-                        "--model scratch)")
-    g.add_argument("--dropout", type=number(float, 0, 1, high_open=True), default=None, help="override the checkpoint's dropout rate")
-    lines = "; ".join(f"{k}: {FINETUNE_HELP[k]}" for k in finetune_choices)
-    g.add_argument("--finetune", choices=finetune_choices, default=default_finetune, help=lines)
-    if {"lora", "dora"} & set(finetune_choices):
-        g.add_argument("--lora-r", type=number(int, 1), default=8, help="adapter rank r")
-        g.add_argument("--lora-alpha", type=number(float, 0, low_open=True), default=16,
-                       help="adapter scale: the update is alpha/r * BA")
-        g.add_argument("--lora-dropout", type=number(float, 0, 1, high_open=True), default=0.1,
-                       help="dropout on the adapter's input")
-        g.add_argument("--lora-targets", nargs="+", default=["attn.c_attn", "attn.c_proj"],
-                       help="projections that get adapters (add mlp.c_fc mlp.c_proj for the MLP)")
-    if "prefix" in finetune_choices:
-        g.add_argument("--prefix-length", type=number(int, 1), default=10, help="prefix key/value positions per layer")
-        g.add_argument("--prefix-hidden", type=number(int, 0), default=512, help="hidden size of the prefix MLP (0: no MLP)")
 
 
 SCRATCH_FIELDS = ("n_positions", "n_embd", "n_layer", "n_head", "dropout", "layer_norm_epsilon", "eos_token_id")
@@ -81,15 +77,6 @@ def scratch_fields(text: str) -> dict:
     return fields
 
 
-def scratch_config_text(text: str) -> str:
-    """argparse type of --scratch-config: checked when the command line is parsed, kept as text."""
-    try:
-        GPT2Config(vocab_size=1, **scratch_fields(text))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--scratch-config: ")) from None
-    return text
-
-
 def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:
     fields = scratch_fields(text)
     if dropout is not None:
@@ -100,38 +87,40 @@ def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> G
         raise ValueError(f"--scratch-config: {e}") from None
 
 
-def load_model_and_tokenizer(args) -> tuple[GPT2, Tokenizer, Path]:
-    """(model in train mode, tokenizer, the directory the tokenizer came from)."""
-    if args.model == "scratch":
-        if not args.tokenizer:
+def load_model_and_tokenizer(spec: ModelSpec) -> tuple[GPT2, Tokenizer, Path]:
+    """(model in train mode, tokenizer, the directory the tokenizer came from). With spec.explicit_math the
+    model (and the decoders, which read model.config.fused) run the plain equations."""
+    if spec.model == "scratch":
+        if not spec.tokenizer:
             raise ValueError("--model scratch needs --tokenizer DIR (a directory with vocab.json and merges.txt)")
-        tokenizer_dir = Path(args.tokenizer)
+        tokenizer_dir = Path(spec.tokenizer)
         tokenizer = Tokenizer.from_dir(tokenizer_dir)
-        model = GPT2(parse_scratch_config(args.scratch_config, tokenizer.vocab_size, args.dropout))
+        model = GPT2(parse_scratch_config(spec.scratch_config, tokenizer.vocab_size, spec.dropout))
     else:
-        overrides = {} if args.dropout is None else {"dropout": args.dropout}
-        model = load_pretrained(args.model, **overrides)
-        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else resolve_model_dir(args.model)
+        overrides = {} if spec.dropout is None else {"dropout": spec.dropout}
+        model = load_pretrained(spec.model, **overrides)
+        tokenizer_dir = Path(spec.tokenizer) if spec.tokenizer else resolve_model_dir(spec.model)
         tokenizer = Tokenizer.from_dir(tokenizer_dir)
+    model.set_fused(not spec.explicit_math)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer in {tokenizer_dir} has {tokenizer.vocab_size} tokens but the model only "
                          f"{model.config.vocab_size} embeddings")
     return model.train(), tokenizer, tokenizer_dir
 
 
-def apply_finetune(model: GPT2, args) -> nn.Module:
+def apply_finetune(model: GPT2, ft: FinetuneConfig) -> nn.Module:
     """Freeze what --finetune keeps fixed and add adapters/prefixes; returns the module to call and train."""
-    method = args.finetune
+    method = ft.method
     if method == "full":
         return model.requires_grad_(True)
     if method == "last-linear-layer":
         return model.requires_grad_(False)  # the task's head (outside GPT2) stays trainable
     if method in ("lora", "dora"):
-        return inject_adapters(model, method=method, r=args.lora_r, alpha=args.lora_alpha,
-                               dropout=args.lora_dropout, targets=tuple(args.lora_targets))
+        return inject_adapters(model, method=method, r=ft.lora_r, alpha=ft.lora_alpha,
+                               dropout=ft.lora_dropout, targets=tuple(ft.lora_targets))
     if method == "prefix":
-        return PrefixTuning(model, n_prefix=args.prefix_length, hidden=args.prefix_hidden or 1,
-                            use_mlp=args.prefix_hidden > 0)
+        return PrefixTuning(model, n_prefix=ft.prefix_length, hidden=ft.prefix_hidden or 1,
+                            use_mlp=ft.prefix_hidden > 0)
     raise ValueError(f"unknown --finetune {method!r}")
 
 
@@ -141,14 +130,16 @@ def count_trainable(module: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def export_language_model(module: nn.Module, out_dir: str | Path, tokenizer_dir: Path, args) -> Path:
+def export_language_model(module: nn.Module, out_dir: str | Path, tokenizer_dir: Path, base_model: str,
+                          prefix_hidden: int = 0) -> Path:
     """Write the trained LM as a model directory: full / LoRA / DoRA merged into plain GPT-2 weights (loadable by
-    `--model out_dir` and by transformers); prefix-tuning as prefix.safetensors beside the base model's name."""
+    `--model out_dir` and by transformers); prefix-tuning as prefix.safetensors beside the base model's name
+    (base_model, the --model it started from) and its prefix_hidden."""
     out_dir = Path(out_dir)
     if isinstance(module, PrefixTuning):
         out_dir.mkdir(parents=True, exist_ok=True)
         save_safetensors(module.prefix_state_dict(), out_dir / "prefix.safetensors")
-        info = {"base_model": str(args.model), "n_prefix": module.n_prefix, "prefix_hidden": args.prefix_hidden}
+        info = {"base_model": str(base_model), "n_prefix": module.n_prefix, "prefix_hidden": prefix_hidden}
         atomic_write(out_dir / "prefix_config.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
         return out_dir
     if adapter_modules(module):

@@ -31,6 +31,7 @@ head-sst.safetensors (+ head-quora.safetensors). Re-fine-tuning on one task star
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -38,19 +39,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.classification import (add_data_arguments, collate, encode_examples, evaluate, export_model, limit,
-                                  max_length_for, predict, say)
+from cli.classify_flags import add_data_arguments
+from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from training.checkpointing import write_result
-from tasks.classifier import POOLINGS, ClassificationHead, ClassifierOutput
+from tasks.classify import collate, encode_examples, evaluate, export_model, limit, max_length_for, predict
+from tasks.heads import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
                         resolve_data_dir, write_paraphrase_predictions, write_sentiment_predictions)
-from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
+from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
 from cli.training_flags import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
 TASKS = ("sst", "quora")  # task index t = position here
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+logger = logging.getLogger("minigpt.multitask")
 
 
 class MultitaskModel(nn.Module):
@@ -137,16 +141,17 @@ def add_arguments(parser) -> None:
     add_training_arguments(parser, epochs=10, batch_size=32, lr=2e-5, out_dir="runs/multitask")
 
 
-def read_encoded(args, tokenizer, max_length: int) -> tuple[dict, dict]:
-    """({task: {split: examples}}, {task: {split: encoded (ids, label)}}) for both tasks."""
-    data_dir = resolve_data_dir(args.data_dir)
+def read_encoded(data_dir: str | None, tokenizer, max_length: int, n_limit: int = 0) -> tuple[dict, dict]:
+    """({task: {split: examples}}, {task: {split: encoded (ids, label)}}) for both tasks (the first n_limit
+    examples of each split, 0 = all)."""
+    data_dir = resolve_data_dir(data_dir)
     examples = {"sst": {}, "quora": {}}
     for split in ("train", "dev", "test"):
         labeled = split != "test"
         examples["sst"][split] = limit(read_sentiment(data_file(data_dir, course_file_name("sst", split)), labeled,
-                                                      SENTIMENT_NUM_LABELS["sst"]), args.limit)
+                                                      SENTIMENT_NUM_LABELS["sst"]), n_limit)
         examples["quora"][split] = limit(read_quora(data_file(data_dir, course_file_name("quora", split)), labeled),
-                                         args.limit)
+                                         n_limit)
     encoded = {"sst": {}, "quora": {}}
     for split, rows in examples["sst"].items():
         encoded["sst"][split] = encode_examples(tokenizer, [e.sentence for e in rows], [e.label for e in rows],
@@ -159,13 +164,16 @@ def read_encoded(args, tokenizer, max_length: int) -> tuple[dict, dict]:
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     seed_everything(args.seed)
     weights = parse_task_weights(args.task_weights)
-    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
-    examples, encoded = read_encoded(args, tokenizer, max_length_for(args.max_length, body.config))
-    model = MultitaskModel(apply_finetune(body, args), args.pooling, args.head, answer_token_ids(tokenizer))
+    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
+    examples, encoded = read_encoded(args.data_dir, tokenizer, max_length_for(args.max_length, body.config),
+                                     args.limit)
+    model = MultitaskModel(apply_finetune(body, finetune_config_from_args(args)), args.pooling, args.head,
+                           answer_token_ids(tokenizer))
     trainable, total = count_trainable(model)
-    say(f"multitask {' + '.join(TASKS)} (weights {weights}), --head {args.head}: {trainable:,} of {total:,} "
+    logger.info(f"multitask {' + '.join(TASKS)} (weights {weights}), --head {args.head}: {trainable:,} of {total:,} "
         "parameters train")
     train_data = [(ids, label, t) for t, name in enumerate(TASKS) for ids, label in encoded[name]["train"]]
     pad_id = tokenizer.pad_token_id
@@ -189,11 +197,11 @@ def main(args) -> int:
         for split in ("dev", "test"):
             preds = predict(TaskView(model, t), encoded[name][split], pad_id, args.eval_batch_size)
             ids = [e.id for e in examples[name][split]]
-            say(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
-    model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args)
+            logger.info(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
+    model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args.model)
     best = evaluate_tasks(model)
     write_result(out_dir, best, result.model_epoch, vars(args))
     where = result.describe()
-    say(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
+    print(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())
         + f"; model exported to {model_dir}")
     return 0

@@ -4,8 +4,8 @@
 
 --head cloze (default): the next-token logits of "no"/"yes" after the prompt, loss restricted to those two.
 --head classifier: a classification head (2 classes) on the --pooling of the prompt's hidden states.
-Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/hard_negatives.py), --augment
-(tasks/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
+Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/data/hard_negatives.py), --augment
+(tasks/data/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
 the same optimisation with a third of the memory.
 
 Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro-F1 each epoch (the best epoch by
@@ -13,31 +13,36 @@ dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{
 pair) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
 export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
 
---protocol course trains as the course's paraphrase_detection.py (tasks/protocol.py): batch 8, lr 1e-5, its
+--protocol course trains as the course's paraphrase_detection.py (cli/protocol.py): batch 8, lr 1e-5, its
 AdamW, and its prompts (cloze.course_prompt: another question on the test split).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from cli.arg_types import number
-from tasks.augment import read_augment_pairs
-from tasks.classification import (add_data_arguments, add_method_arguments, check_method_arguments,
-                                  export_model, limit, load_head, max_length_for, report_dev, say,
-                                  train_classifier, write_predictions)
-from tasks.classifier import GPT2Classifier
+from tasks.data.augment import read_augment_pairs
+from cli.classify_flags import add_data_arguments, add_method_arguments
+from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from training.checkpointing import write_result
+from tasks.classify import (check_method_arguments, classification_loss, dev_summary, evaluate, export_model, limit,
+                            load_head, max_length_for, train_classifier, write_predictions)
+from tasks.heads import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
                         resolve_data_dir, write_paraphrase_predictions)
-from tasks.hard_negatives import hard_negatives
-from tasks.modeling import add_model_arguments, apply_finetune, count_trainable, load_model_and_tokenizer
-from tasks.protocol import add_protocol_argument, resolve_protocol
-from cli.training_flags import add_training_arguments
+from tasks.data.hard_negatives import hard_negatives
+from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
+from cli.protocol import add_protocol_argument, resolve_protocol
+from cli.training_flags import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+
+logger = logging.getLogger("minigpt.paraphrase")
 
 
 def add_arguments(parser) -> None:
@@ -46,7 +51,7 @@ def add_arguments(parser) -> None:
                              "head on the --pooling of the hidden states")
     add_data_arguments(parser, max_length=512)
     add_method_arguments(parser)
-    g = parser.add_argument_group("adversarial hard negatives (tasks/hard_negatives.py)")
+    g = parser.add_argument_group("adversarial hard negatives (tasks/data/hard_negatives.py)")
     g.add_argument("--adversarial", action="store_true",
                    help="add hard negatives: the most word-overlapping non-duplicates again, and duplicates "
                         "with a number, a negation or a name changed")
@@ -61,70 +66,81 @@ def _preprocessed(e):
     return replace(e, sentence1=course_preprocess(e.sentence1), sentence2=course_preprocess(e.sentence2))
 
 
-def read_splits(args) -> dict[str, list]:
-    """{'train', 'dev', 'test'} pairs, course-preprocessed; train + hard negatives + --augment rows."""
-    data_dir = resolve_data_dir(args.data_dir)
+def read_splits(data_dir: str | None, n_limit: int = 0, adversarial_ratio: float = 0.0, seed: int = 0,
+                augment: str | None = None) -> dict[str, list]:
+    """{'train', 'dev', 'test'} pairs, course-preprocessed (the first n_limit of each, 0 = all); train + hard
+    negatives (adversarial_ratio of it, 0 = none, drawn with `seed`) + the rows of the augment file."""
+    data_dir = resolve_data_dir(data_dir)
 
     def path(split):
         return data_file(data_dir, course_file_name("quora", split))
 
-    train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), args.limit)
-    if args.adversarial:  # on the raw text: the perturbation rules need its capitals
-        extra, counts = hard_negatives(train_raw, args.adversarial_ratio, args.seed)
-        say(f"adversarial: {len(extra)} hard negatives added ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    train_raw = limit(read_quora(path("train"), labeled=True, preprocess=False), n_limit)
+    if adversarial_ratio > 0:  # on the raw text: the perturbation rules need its capitals
+        extra, counts = hard_negatives(train_raw, adversarial_ratio, seed)
+        kinds = ", ".join(f"{k} {v}" for k, v in counts.items())
+        logger.info(f"adversarial: {len(extra)} hard negatives added ({kinds})")
         train_raw = train_raw + extra
     splits = {"train": [_preprocessed(e) for e in train_raw],
-              "dev": limit(read_quora(path("dev"), labeled=True), args.limit),
-              "test": limit(read_quora(path("test"), labeled=False), args.limit)}
-    if args.augment:
-        splits["train"] = splits["train"] + read_augment_pairs(args.augment, splits["train"])
+              "dev": limit(read_quora(path("dev"), labeled=True), n_limit),
+              "test": limit(read_quora(path("test"), labeled=False), n_limit)}
+    if augment:
+        splits["train"] = splits["train"] + read_augment_pairs(augment, splits["train"])
     return splits
 
 
-def prompt_of(args, split: str):
+def prompt_of(protocol: str, split: str):
     """The cloze prompt of a split: minigpt's one prompt, or (--protocol course) the course's per split."""
-    if args.protocol == "course":
+    if protocol == "course":
         return partial(course_prompt, split=split)
     return paraphrase_prompt
 
 
-def build_model(body, tokenizer, args):
-    """GPT2Cloze (--head cloze) or GPT2Classifier with 2 labels (--head classifier)."""
-    if args.head == "cloze":
-        if args.pooling != "last":
+def build_model(body, tokenizer, head: str, pooling: str = "last", head_file: str | None = None):
+    """GPT2Cloze (head 'cloze') or GPT2Classifier with 2 labels (head 'classifier', its weights from head_file
+    if given)."""
+    if head == "cloze":
+        if pooling != "last":
             raise ValueError("--head cloze answers at the last token; --pooling mean needs --head classifier")
-        if args.load_head:
+        if head_file:
             raise ValueError("--load-head needs --head classifier (the cloze head is GPT-2's own LM head)")
         return GPT2Cloze(body, answer_token_ids(tokenizer))
-    model = GPT2Classifier(body, 2, args.pooling)
-    if args.load_head:
-        load_head(model.head, args.load_head)
+    model = GPT2Classifier(body, 2, pooling)
+    if head_file:
+        load_head(model.head, head_file)
     return model
 
 
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     resolve_protocol(args)
     seed_everything(args.seed)
-    splits = read_splits(args)
-    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
-    check_method_arguments(args, body.config.dropout)
+    splits = read_splits(args.data_dir, args.limit, args.adversarial_ratio if args.adversarial else 0.0, args.seed,
+                         args.augment)
+    body, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
+    check_method_arguments(args.rdrop, args.simcse, body.config.dropout)
     max_length = max_length_for(args.max_length, body.config)
-    model = build_model(apply_finetune(body, args), tokenizer, args)
+    model = build_model(apply_finetune(body, finetune_config_from_args(args)), tokenizer, args.head, args.pooling,
+                        args.load_head)
     trainable, total = count_trainable(model)
-    say(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} parameters train")
+    logger.info(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} "
+                "parameters train")
 
-    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args, split))
+    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args.protocol, split))
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
-    result = train_classifier(model, encoded, pad_id, args)
+    loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
+    result = train_classifier(model, encoded, pad_id, config_from_args(args), loss_fn, args.eval_batch_size)
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
-    write_predictions(model, encoded, ids, pad_id, args, write_paraphrase_predictions,
-                      lambda split: f"para-{split}-output.csv")
+    write_predictions(model, encoded, ids, pad_id, args.out_dir, write_paraphrase_predictions,
+                      lambda split: f"para-{split}-output.csv", args.eval_batch_size)
     heads = {"quora": model.head} if args.head == "classifier" else {}
-    model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args)
-    report_dev(model, encoded["dev"], pad_id, args, result, model_dir)
+    model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args.model)
+    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
+    write_result(args.out_dir, best, result.model_epoch, vars(args))  # result.json marks the run finished
+    print(dev_summary(best, result, model_dir))
     return 0

@@ -7,7 +7,7 @@ Evaluation (every epoch, and the checkpoint metric): each dev prompt (the first 
 continued by the chosen decoder; the generation keeps its 3 prompt lines, is cut to --max-lines lines, and the
 corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
 
---protocol course trains as the course's sonnet_generation.py (tasks/protocol.py): no <|endoftext|> is appended,
+--protocol course trains as the course's sonnet_generation.py (cli/protocol.py): no <|endoftext|> is appended,
 the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
 course_lm_loss below).
 
@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf
 from decoding.chrf_significance import corpus_chrf_interval
-from decoding.options import add_decoder_arguments, generate_from_args
+from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
+from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from decoding.config import DecodeConfig, decode
 from cli.arg_types import number
 from training.checkpointing import write_result
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
-from tasks.modeling import (add_model_arguments, apply_finetune, count_trainable, export_language_model,
-                            load_model_and_tokenizer)
-from tasks.protocol import add_protocol_argument, resolve_protocol
+from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
+from cli.protocol import add_protocol_argument, resolve_protocol
 from cli.training_flags import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
@@ -151,9 +152,9 @@ def course_lm_loss(model, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
 
 
-def training_recipe(args, tokenizer, max_length: int):
+def training_recipe(protocol: str, tokenizer, max_length: int):
     """(collate, loss_fn) of --protocol: minigpt's (eot appended, padding masked) or the course's."""
-    if args.protocol == "course":
+    if protocol == "course":
         return course_collate(tokenizer, max_length), course_lm_loss
     return make_collate(tokenizer, max_length), lm_loss
 
@@ -173,8 +174,10 @@ def trim_lines(text: str, max_lines: int) -> str:
     return "\n".join(kept).strip()
 
 
-def generate_sonnets(module, tokenizer, prompts: list[str], args, desc: str) -> list[str]:
-    """Continue each prompt; the result keeps the prompt lines, as the course scores it.
+def generate_sonnets(module, tokenizer, prompts: list[str], cfg: DecodeConfig, max_lines: int,
+                     desc: str) -> list[str]:
+    """Continue each prompt with cfg's decoder; the result keeps the prompt lines (at most max_lines lines in
+    all, 0 = all), as the course scores it.
 
     The prompts are decoded --decode-batch-size at a time (0 = all at once), left-padded with eos, one forward
     per step for the whole batch; the deterministic decoders give every prompt the text it gets alone.
@@ -182,33 +185,34 @@ def generate_sonnets(module, tokenizer, prompts: list[str], args, desc: str) -> 
     random stream (one seed for all would give every sonnet the same draws), and prompt k's sonnet does not
     depend on the other prompts, the batch size (--dev-limit, --decode-batch-size) or the epoch."""
     device = next(module.parameters()).device
-    size = getattr(args, "decode_batch_size", 0) or len(prompts) or 1
+    size = cfg.batch_size or len(prompts) or 1
     outputs = []
     for start in tqdm(range(0, len(prompts), size), desc=desc, leave=False, disable=not is_main_process()):
-        outputs += generate_batch(module, tokenizer, prompts[start : start + size], start, args, device)
+        outputs += generate_batch(module, tokenizer, prompts[start : start + size], start, cfg, max_lines, device)
     return outputs
 
 
-def generate_batch(module, tokenizer, prompts: list[str], first: int, args, device) -> list[str]:
+def generate_batch(module, tokenizer, prompts: list[str], first: int, cfg: DecodeConfig, max_lines: int,
+                   device) -> list[str]:
     """Prompts first, first + 1, ... decoded as one left-padded batch -> their trimmed texts."""
     batch = tokenizer.encode_batch([p + "\n" for p in prompts], padding_side="left")
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)  # (B, T) each
-    generators = [torch.Generator(device=device).manual_seed(args.seed + first + k) for k in range(len(prompts))]
-    out = generate_from_args(module, ids, args, max_new_tokens=args.max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode,
-                             generator=generators, attention_mask=mask)  # (B, T + n)
+    generators = [torch.Generator(device=device).manual_seed(cfg.seed + first + k) for k in range(len(prompts))]
+    out = decode(module, ids, cfg, attention_mask=mask, eos_token_id=tokenizer.eos_token_id,
+                 decode_fn=tokenizer.decode, generator=generators)  # (B, T + n)
     texts = []
     for row, padding in zip(out, (mask == 0).sum(dim=1).tolist()):
         text = tokenizer.decode(row[padding:].tolist()).split("<|endoftext|>")[0]  # without the left padding
-        texts.append(trim_lines(text, args.max_lines))
+        texts.append(trim_lines(text, max_lines))
     return texts
 
 
-def make_evaluate(tokenizer, dev_prompts, dev_true, args):
-    n = args.dev_limit or len(dev_prompts)
+def make_evaluate(tokenizer, dev_prompts, dev_true, cfg: DecodeConfig, max_lines: int, dev_limit: int = 0):
+    """evaluate(module) -> {"dev_chrf": corpus chrF of the first dev_limit (0 = all) dev prompts' sonnets}."""
+    n = dev_limit or len(dev_prompts)
 
     def evaluate(module) -> dict[str, float]:
-        generated = generate_sonnets(module, tokenizer, dev_prompts[:n], args, "dev sonnets")
+        generated = generate_sonnets(module, tokenizer, dev_prompts[:n], cfg, max_lines, "dev sonnets")
         return {"dev_chrf": corpus_chrf(generated, dev_true[:n])}
     return evaluate
 
@@ -217,24 +221,26 @@ def make_evaluate(tokenizer, dev_prompts, dev_true, args):
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = config_from_args(resolve_protocol(args))
+    decoding = decode_config_from_args(args)
+    finetune = finetune_config_from_args(args)
     data_dir = resolve_data_dir(args.data_dir)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
     floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (tasks/floors.py)
     logger.info(describe_floors(floors))
     seed_everything(cfg.seed)
-    model, tokenizer, tokenizer_dir = load_model_and_tokenizer(args)
+    model, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
     check_context(tokenizer, dev_prompts + test_prompts, args.max_new_tokens, model.config.n_positions)
     # --epochs 0 decodes with the model as loaded: no adapters or prefixes (they would start untrained)
-    module = apply_finetune(model, args) if cfg.epochs > 0 else model.eval()
+    module = apply_finetune(model, finetune) if cfg.epochs > 0 else model.eval()
     trainable, total = count_trainable(module)
     what = (f"--finetune {args.finetune}: {trainable:,} of {total:,} parameters train" if cfg.epochs > 0 else
             f"--epochs 0: no training, the {total:,} parameters of the model as loaded decode")
     logger.info(f"sonnet: {len(train_text)} training sonnets, {len(dev_prompts)} dev prompts, "
                 f"{len(test_prompts)} test prompts; {what}; decoder {args.decoder}; --protocol {args.protocol}")
-    evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, args)
+    evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, decoding, args.max_lines, args.dev_limit)
     best_epoch = None  # --epochs 0: the model as loaded
     if cfg.epochs > 0:
-        collate, loss_fn = training_recipe(args, tokenizer, model.config.n_positions)
+        collate, loss_fn = training_recipe(args.protocol, tokenizer, model.config.n_positions)
         result = train(module, train_text, collate, loss_fn, cfg, evaluate=evaluate, metric="dev_chrf")
         chrf = "" if result.best_metric is None or cfg.select == "last" else f": dev chrF {result.best_metric:.2f}"
         logger.info(f"training ended ({result.stop_reason}); the model is now {result.describe()}{chrf}")
@@ -245,16 +251,18 @@ def main(args) -> int:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        dev_generated = generate_sonnets(module, tokenizer, dev_prompts, args, "dev sonnets")
+        dev_generated = generate_sonnets(module, tokenizer, dev_prompts, decoding, args.max_lines, "dev sonnets")
         dev_chrf = corpus_chrf_interval(dev_generated, dev_true)  # score, bootstrap mean ± 95% half-width
         write_sonnets(out_dir / "generated_sonnets_dev.txt", dev_generated, dev_numbers)
         if not args.skip_test:
-            test_generated = generate_sonnets(module, tokenizer, test_prompts, args, "test sonnets")
+            test_generated = generate_sonnets(module, tokenizer, test_prompts, decoding, args.max_lines,
+                                              "test sonnets")
             write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
     if cfg.epochs > 0:
-        export_language_model(module, out_dir / "model", tokenizer_dir, args)
+        export_language_model(module, out_dir / "model", tokenizer_dir, args.model, finetune.prefix_hidden)
     write_result(out_dir, {"dev_chrf": dev_chrf.score, "dev_chrf_mean": dev_chrf.mean,
-                           "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch, vars(args))
+                           "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch,
+                 vars(args))
     print(f"dev chrF: {dev_chrf}, 95% bootstrap interval; floors: prompts {floors['floor_prompts']:.2f}, prompt "
           f"+ random lines {floors['floor_random_lines']:.2f}  (generations in {out_dir}/generated_sonnets_dev.txt"
           + ("" if args.skip_test else f", test in {out_dir}/generated_sonnets.txt") + ")")

@@ -65,3 +65,12 @@ def test_bad_arguments_are_clear_errors(capsys, monkeypatch):
     assert "--processes must be >= 1" in capsys.readouterr().err
     assert run.main(["bench", "model", "--config", "gpt3"]) == 1
     assert "not a preset" in capsys.readouterr().err
+
+
+def test_explicit_math_measures_the_plain_equations_on_the_same_weights():
+    """--explicit-math: our side runs the plain equations (and the one-parameter-at-a-time AdamW); the logits
+    still match the reference's."""
+    result = measure(TINY, 2, 16, repeats=1, explicit_math=True)
+    assert result["logit_difference"] < 1e-4
+    assert all(ours > 0 for ours, _ in (result["train"], result["inference"]))
+    assert run.main([*ARGS, "--explicit-math", "--no-memory"]) == 0

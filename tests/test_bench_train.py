@@ -12,11 +12,12 @@ from minigpt.lora import inject_adapters  # noqa: E402
 TINY = "n_layer=2,n_head=2,n_embd=64,vocab_size=300,n_positions=128"
 
 
-def parse(*extra: str) -> argparse.Namespace:
+def parse(*extra: str) -> bench_train.Settings:
     parser = argparse.ArgumentParser()
     bench_train.add_arguments(parser)
-    return parser.parse_args(["--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16",
+    args = parser.parse_args(["--config", TINY, "--repeats", "1", "--batch-size", "2", "--seq-len", "16",
                               "--matmul-size", "64", "--no-memory", "--device", "cpu", *extra])
+    return bench_train.settings_from_args(args)
 
 
 def check_rows(results: dict, methods) -> None:
@@ -86,4 +87,9 @@ def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="unexpected keyword"):
         bench_train.parse_config("n_layers=2")
     with pytest.raises(SystemExit, match="full fine-tuning only"):
-        bench_train.main(parse("--task", "sentiment", "--methods", "lora"))
+        bench_train.run_benchmark(parse("--task", "sentiment", "--methods", "lora"))
+
+
+def test_explicit_math_runs_the_full_method():
+    results = bench_train.run_benchmark(parse("--methods", "full", "--explicit-math"))
+    check_rows(results, ["full"])

@@ -13,7 +13,7 @@ import run
 from cli.compare import (accuracy_from_sums, classification_table, macro_f1_from_sums, metric_rows,
                          sonnet_tables)
 from decoding.chrf_significance import chrf_from_sums
-from tasks.classification import accuracy, macro_f1
+from tasks.classify import accuracy, macro_f1
 from tasks.data import write_sentiment_predictions, write_sonnets
 from tests.test_significance import noisy
 
@@ -57,8 +57,7 @@ def test_sonnet_p_values_and_intervals_equal_sacrebleu(tmp_path, capsys, test):
     assert 0.01 < expected_b.p_value < 0.99  # close systems: a p-value that a wrong count would change
     assert rows[str(file_a)][-1] == "baseline"
     # and to the last digit, from the rows compare prints
-    args = run.build_parser(["compare"]).parse_args(["compare", "x", "y", "--test", test, "--samples", str(n)])
-    rows = metric_rows(sonnet_tables([str(file_a), str(file_b)], str(refs_file))[1], chrf_from_sums, args,
+    rows = metric_rows(sonnet_tables([str(file_a), str(file_b)], str(refs_file))[1], chrf_from_sums, test, n,
                        np.float32)
     assert rows[1][2] == pytest.approx(expected_b.p_value, abs=1e-9)
     assert rows[1][0].score == pytest.approx(expected_b.score, abs=1e-9)

@@ -1,4 +1,5 @@
-"""tasks/data.py: the course-format readers and writers, on fixtures written here and on the real files."""
+"""tasks/data/ (files.py, tsv.py, sonnets.py, predictions.py): the course-format readers and writers, on fixtures
+written here and on the real files."""
 import csv
 import logging
 import re

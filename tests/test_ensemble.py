@@ -1,24 +1,19 @@
-"""MBR over the beam n-best, the candidate ensemble, and the command-line decoder options."""
+"""MBR over the beam n-best and the candidate ensemble (the decoder flags: test_decoding_flags.py)."""
 from __future__ import annotations
-
-import argparse
 
 import pytest
 import torch
 from sacrebleu.metrics import CHRF
 
-from decoding import beam_search, contrastive_search, greedy, sample
+from decoding import beam_search, contrastive_search, sample
 from decoding.ensemble import candidate_ensemble, mbr_decode, trim_after_eos
-from decoding.options import add_decoder_arguments, generate_from_args
 
 from .conftest import tiny_pair
 
 WORDS = [f"w{i % 37}{'aeiou'[i % 5]}" for i in range(300)]  # a readable "text" for every tiny-vocabulary id
 
-
 def decode(ids: list[int]) -> str:
     return " ".join(WORDS[i] for i in ids)
-
 
 def brute_force_mbr(texts: list[str]) -> int:
     chrf = CHRF()
@@ -26,14 +21,11 @@ def brute_force_mbr(texts: list[str]) -> int:
              for i, t in enumerate(texts)]
     return max(range(len(texts)), key=means.__getitem__)
 
-
 @pytest.fixture(scope="module")
 def model():
     return tiny_pair(0)[0]
 
-
 PROMPT = torch.tensor([[11, 42, 7, 99]])
-
 
 def test_mbr_decode_picks_the_brute_force_choice_among_the_beam_nbest(model):
     eos = 119
@@ -42,7 +34,6 @@ def test_mbr_decode_picks_the_brute_force_choice_among_the_beam_nbest(model):
     rows = [trim_after_eos(r, 4, eos) for r in nbest]
     texts = [decode([t for t in r[0, 4:].tolist() if t != eos]) for r in rows]
     assert torch.equal(got, rows[brute_force_mbr(texts)])
-
 
 def test_ensemble_pools_every_decoder_and_picks_the_mbr_choice(model):
     class Tok:  # a tokenizer-like object works as well as a function
@@ -62,7 +53,6 @@ def test_ensemble_pools_every_decoder_and_picks_the_mbr_choice(model):
     texts = [text for _, text, _ in pool]
     assert texts[0] == decode(pool[0][0][0, 4:].tolist())
     assert torch.equal(choice, pool[brute_force_mbr(texts)][0])
-
 
 def test_a_batch_gives_each_prompt_what_it_gets_alone(model):
     """mbr_decode and the ensemble on two left-padded prompts (one batched run per decoder) against each prompt
@@ -87,89 +77,13 @@ def test_a_batch_gives_each_prompt_what_it_gets_alone(model):
             assert torch.equal(batch[p, start : start + alone.numel()], alone), name
             assert bool((batch[p, start + alone.numel():] == eos).all()), name
 
-
 def test_trim_after_eos():
     row = torch.tensor([1, 2, 5, 3, 5, 5])
     assert trim_after_eos(row, 2, 5).tolist() == [[1, 2, 5]]
     assert trim_after_eos(row, 1, 9).tolist() == [row.tolist()]
-
 
 def test_mbr_needs_two_candidates(model):
     with pytest.raises(ValueError, match="num_candidates >= 2"):
         mbr_decode(model, PROMPT, 5, decode, num_beams=1, num_candidates=1)
     with pytest.raises(ValueError, match="at least 2"):
         candidate_ensemble(model, PROMPT, 5, decode, num_samples=1, alphas=(), num_beams=0)
-
-
-# ----- the command-line options -------------------------------------------------------------------------------
-
-
-def parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_decoder_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def test_defaults_are_the_documented_settings():
-    """top-p 0.9 at temperature 1.2 are the course's; the rest are minigpt's own (decoding/options.py)."""
-    args = parse()
-    assert (args.decoder, args.top_p, args.temperature, args.alpha, args.num_beams) == ("top-p", 0.9, 1.2, 0.6, 5)
-    assert (args.length_penalty, args.no_repeat_ngram_size, args.top_k) == (0.6, 3, None)
-    assert (args.num_candidates, args.decode_batch_size) == (8, 0)  # 0 = all prompts in one batch
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--top-p", "0"], "--top-p: must be in (0, 1]"),
-        (["--top-p", "1.5"], "--top-p: must be in (0, 1]"),
-        (["--temperature", "0"], "--temperature: must be > 0"),
-        (["--temperature", "-1"], "--temperature: must be > 0"),
-        (["--num-beams", "0"], "--num-beams: must be >= 1"),
-        (["--top-k", "-1"], "--top-k: must be >= 0"),
-        (["--decode-batch-size", "-1"], "--decode-batch-size: must be >= 0"),
-        (["--alpha", "2"], "--alpha: must be in [0, 1]"),
-        (["--num-candidates", "1"], "--num-candidates: must be >= 2"),
-        (["--num-beams", "two"], "expected an integer"),
-        (["--decoder", "nucleus"], "invalid choice"),
-    ],
-)
-def test_bad_values_are_refused_naming_the_flag(argv, message, capsys):
-    with pytest.raises(SystemExit):
-        parse(*argv)
-    assert message in capsys.readouterr().err
-
-
-def test_contrastive_needs_top_k_of_at_least_one(model):
-    with pytest.raises(ValueError, match="--top-k must be >= 1"):
-        generate_from_args(model, PROMPT, parse("--decoder", "contrastive", "--top-k", "0"), 5)
-
-
-def test_dispatch_runs_the_chosen_decoder(model):
-    eos = 119
-    run = lambda *argv: generate_from_args(model, PROMPT, parse(*argv), 8, eos, decode)  # noqa: E731
-    assert torch.equal(run("--decoder", "greedy"), greedy(model, PROMPT, 8, eos_token_id=eos))
-    assert torch.equal(run("--seed", "3"), sample(model, PROMPT, 8, temperature=1.2, top_p=0.9,
-                                                  generator=torch.Generator().manual_seed(3), eos_token_id=eos))
-    assert torch.equal(run("--decoder", "contrastive", "--top-k", "3", "--alpha", "0.5"),
-                       contrastive_search(model, PROMPT, 8, top_k=3, alpha=0.5, eos_token_id=eos))
-    assert torch.equal(run("--decoder", "contrastive", "--dynamic-alpha", "--alpha-start", "0.1", "--use-mean-sim",
-                           "--repetition-penalty", "1.3"),
-                       contrastive_search(model, PROMPT, 8, dynamic_alpha=True, alpha_start=0.1, use_mean_sim=True,
-                                          repetition_penalty=1.3, eos_token_id=eos))
-    assert torch.equal(run("--decoder", "beam", "--num-beams", "3"),
-                       beam_search(model, PROMPT, 8, num_beams=3, length_penalty=0.6, no_repeat_ngram_size=3,
-                                   eos_token_id=eos))
-    assert torch.equal(run("--decoder", "mbr", "--num-beams", "3", "--num-candidates", "3"),
-                       mbr_decode(model, PROMPT, 8, decode, num_beams=3, num_candidates=3, length_penalty=0.6,
-                                  no_repeat_ngram_size=3, eos_token_id=eos))
-    ensemble = run("--decoder", "ensemble", "--num-candidates", "2", "--num-beams", "2")
-    assert ensemble.size(0) == 1 and torch.equal(ensemble[:, :4], PROMPT)
-    # a left-padded batch goes through with its mask; row b samples from a generator seeded --seed + b
-    batch, mask = torch.cat([PROMPT, PROMPT]), torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
-    got = generate_from_args(model, batch, parse("--seed", "3"), 8, eos, decode, attention_mask=mask)
-    alone = sample(model, PROMPT[:, 1:], 8, temperature=1.2, top_p=0.9, generator=torch.Generator().manual_seed(4),
-                   eos_token_id=eos)
-    assert torch.equal(got[1, 1 : 1 + alone.size(1)], alone[0])
-    with pytest.raises(ValueError, match="decode_fn"):
-        generate_from_args(model, PROMPT, parse("--decoder", "mbr"), 8, eos)

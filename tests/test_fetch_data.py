@@ -1,4 +1,4 @@
-"""tasks/fetch_data.py: the Gutenberg, PTB-tree and Quora converters, served by a local HTTP server, and offline."""
+"""tasks/data/fetch_data.py: the Gutenberg, PTB-tree and Quora converters, served by a local HTTP server, and offline."""
 import functools
 import http.server
 import re
@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from tasks.data import DataError, read_quora, read_sentiment, read_sonnets, sonnet_numbers
-from tasks.fetch_data import OUTPUTS, FetchError, fetch_data, parse_gutenberg_sonnets, parse_tree, to_roman
+from tasks.data.fetch_data import OUTPUTS, FetchError, fetch_data, parse_tree
+from tasks.data.gutenberg import parse_gutenberg_sonnets, to_roman
 
 # ---------------------------------------------------------------------------------------------- fixtures
 

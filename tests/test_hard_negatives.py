@@ -1,4 +1,4 @@
-"""Adversarial hard negatives (tasks/hard_negatives.py): the mining rule picks the most overlapping
+"""Adversarial hard negatives (tasks/data/hard_negatives.py): the mining rule picks the most overlapping
 non-duplicates, each perturbation changes the text as documented, and everything is deterministic in the seed."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tasks.data import ParaphraseExample
-from tasks.hard_negatives import (capitalised_words, hard_negatives, jaccard, mine_overlap_negatives,
+from tasks.data.hard_negatives import (capitalised_words, hard_negatives, jaccard, mine_overlap_negatives,
                                   perturb_entity, perturb_negation, perturb_number, perturbation_negatives)
 
 PAIRS = [  # (s1, s2, label); overlaps of the non-duplicates noted

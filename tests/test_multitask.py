@@ -3,6 +3,7 @@ end run on course-format fixtures reporting each task's dev metric, and re-fine-
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -46,7 +47,8 @@ def test_weighted_loss_and_per_task_outputs(head):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, capsys):
+def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data = tmp_path / "data"
     write_sentiment_files(data, "sst", sizes=(100, 30, 10))
     write_quora_files(data, sizes=(100, 30, 10))
@@ -63,7 +65,7 @@ def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, capsys
     result = json.loads((tmp_path / "mt" / "result.json").read_text())  # the best epoch's numbers
     best = max(history, key=lambda h: h["dev_mean_accuracy"])
     assert result["best_epoch"] == best["epoch"] and result["dev_mean_accuracy"] == best["dev_mean_accuracy"]
-    log = capsys.readouterr().out
+    log = caplog.text
     assert "sst train: 100 examples" in log and "quora train: 100 examples" in log
     for name, column in (("sst", "Predicted_Sentiment"), ("para", "Predicted_Is_Paraphrase")):
         written = read_predictions(tmp_path / "mt" / "predictions" / f"{name}-test-output.csv")

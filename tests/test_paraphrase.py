@@ -4,8 +4,8 @@ the classifier-head variant and the methods run, and LoRA changes only its adapt
 from __future__ import annotations
 
 import json
+import logging
 import re
-from argparse import Namespace
 
 import pytest
 import torch
@@ -13,13 +13,14 @@ import torch
 import run
 from minigpt import GPT2, Tokenizer
 from minigpt.tokenizer import write_vocab_files
-from tasks.augment import make_back_translation_file, read_augment_pairs
-from tasks.classification import accuracy, classification_loss, collate, evaluate
-from tasks.classifier import last_token_index
+from tasks.data.augment import make_back_translation_file, read_augment_pairs
+from tasks.classify import accuracy, classification_loss, collate, evaluate
+from tasks.heads import last_token_index
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
-from tasks.modeling import apply_finetune
-from training.trainer import TrainConfig, seed_everything, train
+from tasks.modeling import FinetuneConfig, apply_finetune
+from training.config import TrainConfig
+from training.trainer import seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
 
@@ -50,13 +51,14 @@ def test_answer_ids_come_from_the_tokenizer(tmp_path):
         answer_token_ids(Tokenizer.from_dir(write_vocab_files(tmp_path)))  # bytes only: "yes" is 3 tokens
 
 
-def test_long_prompts_lose_their_start_not_the_question(tmp_path, capsys):
+def test_long_prompts_lose_their_start_not_the_question(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     tok = Tokenizer.from_dir(tokenizer_dir(tmp_path))
     write_quora_files(tmp_path / "data", sizes=(4, 4, 4))
     pairs = read_quora(tmp_path / "data" / "quora-dev.csv", labeled=True)
     (ids, label), = encode_pairs(tok, pairs[:1], max_length=50, name="quora dev")
     assert len(ids) == 50 and tok.decode(ids).endswith("Are these questions asking the same thing?\n")
-    assert "quora dev: 1 examples, 1 truncated to --max-length 50 tokens (cut at the start)" in capsys.readouterr().out
+    assert "quora dev: 1 examples, 1 truncated to --max-length 50 tokens (cut at the start)" in caplog.text
 
 
 def run_cli(tmp_path, *flags, out="run"):
@@ -83,12 +85,13 @@ def test_cloze_cli_learns_and_writes_predictions_that_parse_back(tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and not list((out / "model").glob("head-*"))
 
 
-def test_classifier_head_with_methods_runs(tmp_path, capsys):
+def test_classifier_head_with_methods_runs(tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO)
     write_quora_files(tmp_path / "data", sizes=(40, 10, 10))
     rc, out = run_cli(tmp_path, "--head", "classifier", "--pooling", "mean", "--epochs", "1", "--dropout", "0.1",
                       "--rdrop", "1.0", "--simcse", "0.1", "--adversarial", "--adversarial-ratio", "0.5",
                       "--finetune", "lora")
-    log = capsys.readouterr().out
+    log = caplog.text
     assert rc == 0, log
     match = re.search(r"adversarial: (\d+) hard negatives added \(mined (\d+), number (\d+), negation (\d+), "
                       r"entity (\d+)\)", log)
@@ -107,8 +110,8 @@ def test_lora_cloze_learns_with_only_its_adapters_changing(tmp_path):
                for split in ("train", "dev")}
     seed_everything(0)
     body = GPT2(tiny_config(vocab_size=tok.vocab_size, n_positions=256))
-    args = Namespace(finetune="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["attn.c_attn"])
-    model = GPT2Cloze(apply_finetune(body, args), answer_token_ids(tok))
+    finetune = FinetuneConfig(method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=("attn.c_attn",))
+    model = GPT2Cloze(apply_finetune(body, finetune), answer_token_ids(tok))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(out_dir=str(tmp_path / "lora"), epochs=6, batch_size=16, lr=1e-2, keep_best=1, device="cpu")
     result = train(model, encoded["train"], lambda b: collate(b, tok.pad_token_id), classification_loss, cfg,
@@ -119,7 +122,8 @@ def test_lora_cloze_learns_with_only_its_adapters_changing(tmp_path):
         assert torch.equal(before[name], value) != is_adapter, name
 
 
-def test_back_translation_file_for_pairs(tmp_path, capsys):
+def test_back_translation_file_for_pairs(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data = write_quora_files(tmp_path / "data", sizes=(6, 2, 2))
     train_path = data / "quora-train.csv"
 
@@ -131,4 +135,4 @@ def test_back_translation_file_for_pairs(tmp_path, capsys):
     assert [e.id for e in rows] == [e.id + "-bt" for e in train]  # every pair's question 2 changed: all kept
     assert [e.label for e in rows] == [e.label for e in train]
     assert all(a.sentence1 == b.sentence1 and a.sentence2 != b.sentence2 for a, b in zip(rows, train))
-    assert "augment: 6 back-translated pairs added" in capsys.readouterr().out
+    assert "augment: 6 back-translated pairs added" in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import random
 
@@ -21,12 +22,13 @@ import run
 from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
-from tasks.classification import encode_examples, train_classifier
-from tasks.classifier import GPT2Classifier
+from tasks.classify import encode_examples, train_classifier
+from tasks.heads import GPT2Classifier
 from tasks.cloze import course_prompt
+from cli.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune
 from training.optimization import warmup_constant
-from tasks.protocol import COURSE, resolve_protocol
+from cli.protocol import COURSE, resolve_protocol
 from cli.training_flags import config_from_args
 from training.trainer import TrainConfig, epoch_plan, train
 from tests.conftest import tiny_pair
@@ -155,8 +157,9 @@ def test_course_prompts_and_prediction_names():
     assert course_prompt("a b ?", "c", "dev") == ('Question 1: "a b ?"\nQuestion 2: "c\n'
                                                   'Are these questions asking the same thing?\n')
     course = parse(paraphrase, "--protocol", "course")
-    assert paraphrase.prompt_of(course, "train")("x", "y") == course_prompt("x", "y", "train")
-    assert paraphrase.prompt_of(parse(paraphrase), "test")("x", "y").startswith('Question 1: "x"\nQuestion 2: "y"\n')
+    assert paraphrase.prompt_of(course.protocol, "train")("x", "y") == course_prompt("x", "y", "train")
+    plain = paraphrase.prompt_of(parse(paraphrase).protocol, "test")
+    assert plain("x", "y").startswith('Question 1: "x"\nQuestion 2: "y"\n')
     assert sentiment.prediction_file("full", "sst", "dev") == "full-model-sst-dev-out.csv"
     assert sentiment.prediction_file("last-linear-layer", "cfimdb", "test") == "last-linear-layer-cfimdb-test-out.csv"
     assert sentiment.prediction_file("lora", "sst", "test") == "lora-sst-test-out.csv"
@@ -210,7 +213,7 @@ def test_course_protocol_trains_sonnets_as_the_course_loop(tmp_path):
     args = parse(sonnet, "--protocol", "course", "--out-dir", str(tmp_path / "run"), "--epochs", "2",
                  "--batch-size", "3", "--lr", "2e-3", "--device", "cpu", "--keep-best", "0")
     cfg = config_from_args(args)
-    collate, loss_fn = sonnet.training_recipe(args, tokenizer, ours.config.n_positions)
+    collate, loss_fn = sonnet.training_recipe(args.protocol, tokenizer, ours.config.n_positions)
     result = train(ours.train(), sonnets, collate, loss_fn, cfg)
     expected = course_sonnet_losses(hf, tokenizer, sonnets, 2, 3, 2e-3, cfg.seed)
     got = [s["loss"] for s in result.step_log]
@@ -218,7 +221,7 @@ def test_course_protocol_trains_sonnets_as_the_course_loop(tmp_path):
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=2e-5, atol=2e-5)
     assert expected[-1] < expected[0] - 0.05  # the steps were large enough to move the loss
     # minigpt's own recipe (eot appended, padding out of the loss) gives other losses from the first step on
-    plain_collate, plain_loss = sonnet.training_recipe(parse(sonnet), tokenizer, ours.config.n_positions)
+    plain_collate, plain_loss = sonnet.training_recipe(parse(sonnet).protocol, tokenizer, ours.config.n_positions)
     fresh, _ = tiny_pair(seed=1)
     batch = [sonnets[i] for i in epoch_plan(len(sonnets), 3, 1, 1, cfg.seed, 0)[0][0].tolist()]
     assert abs(plain_loss(fresh, plain_collate(batch)).item() - expected[0]) > 1e-2
@@ -262,11 +265,12 @@ def test_course_protocol_trains_sentiment_as_the_course_loop(tmp_path):
                  "--batch-size", "4", "--device", "cpu", "--keep-best", "0")
     assert args.finetune == "last-linear-layer" and args.head_dropout == 0.3 and args.lr == 1e-3
     torch.manual_seed(0)
-    model = GPT2Classifier(apply_finetune(ours, args), 5, "last", args.head_dropout)
+    model = GPT2Classifier(apply_finetune(ours, finetune_config_from_args(args)), 5, "last", args.head_dropout)
     head = copy.deepcopy(model.head.proj)  # the same initial head for the transcription
     encoded = encode_examples(tokenizer, texts, labels, args.max_length, "right", "train")
-    result = train_classifier(model, {"train": encoded, "dev": encoded[:4]}, tokenizer.pad_token_id, args,
-                              sentiment.loss_of(args))
+    loss_fn = sentiment.loss_of(args.protocol, args.rdrop, args.simcse, args.simcse_temp, args.batch_size)
+    result = train_classifier(model, {"train": encoded, "dev": encoded[:4]}, tokenizer.pad_token_id,
+                              config_from_args(args), loss_fn)
     expected = course_sentiment_losses(hf.transformer.eval(), head, tokenizer, texts, labels, 2, 4, 1e-3,
                                        args.seed)
     got = [s["loss"] for s in result.step_log]
@@ -291,7 +295,8 @@ def test_sonnet_course_protocol_ends_with_the_last_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["sentiment", "paraphrase"])
-def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path, task, capsys):
+def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path, task, caplog):
+    caplog.set_level(logging.INFO)
     from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files, write_sentiment_files
 
     (write_sentiment_files if task == "sentiment" else write_quora_files)(tmp_path / "data", sizes=(24, 8, 6))
@@ -299,7 +304,7 @@ def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path,
             "--scratch-config", SCRATCH, "--dropout", "0", "--epochs", "2", "--out-dir", tmp_path / "run",
             "--protocol", "course"]
     assert run.main([task, *(str(a) for a in argv)]) == 0
-    log = capsys.readouterr().out
+    log = caplog.text
     names = (["last-linear-layer-sst-dev-out.csv", "last-linear-layer-sst-test-out.csv"] if task == "sentiment"
              else ["para-dev-output.csv", "para-test-output.csv"])
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == names

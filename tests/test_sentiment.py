@@ -1,12 +1,12 @@
-"""Sentiment classification (tasks/sentiment.py, tasks/classification.py): metrics against direct formulas, the
+"""Sentiment classification (tasks/sentiment.py, tasks/classify.py): metrics against direct formulas, the
 loss with R-Drop / SimCSE views, learning a separable task end to end through the CLI (course-format files in,
 predictions that parse back out, an exported model that chains), and LoRA / DoRA / last-linear-layer changing
 only their own parameters."""
 from __future__ import annotations
 
 import json
+import logging
 import random
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,14 @@ import torch.nn.functional as F
 import run
 from minigpt import GPT2, Tokenizer, load_pretrained
 from minigpt.checkpoint import save_safetensors
-from tasks.augment import make_back_translation_file, read_augment_sentiment
-from tasks.classification import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
+from tasks.data.augment import make_back_translation_file, read_augment_sentiment
+from tasks.classify import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
                                   macro_f1)
-from tasks.classifier import ClassificationHead, GPT2Classifier
+from tasks.heads import ClassificationHead, GPT2Classifier
 from tasks.data import read_predictions, read_sentiment
-from tasks.modeling import apply_finetune
-from training.trainer import TrainConfig, seed_everything, train
+from tasks.modeling import FinetuneConfig, apply_finetune
+from training.config import TrainConfig
+from training.trainer import seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
 
@@ -53,11 +54,12 @@ def test_macro_f1_equals_the_confusion_matrix_formula():
 
 
 # ---- encoding and the loss ---------------------------------------------------------------------------------
-def test_encode_logs_truncation_and_keeps_the_chosen_end(tmp_path, capsys):
+def test_encode_logs_truncation_and_keeps_the_chosen_end(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     tok = Tokenizer.from_dir(tokenizer_dir(tmp_path))
     encoded = encode_examples(tok, ["abcdef", "ab"], [1, None], max_length=4, name="sst train")
     assert encoded == [(tok.encode("abcd"), 1), (tok.encode("ab"), -1)]
-    assert "sst train: 2 examples, 1 truncated to --max-length 4 tokens" in capsys.readouterr().out
+    assert "sst train: 2 examples, 1 truncated to --max-length 4 tokens" in caplog.text
     assert encode_examples(tok, ["abcdef"], [0], 4, "left")[0][0] == tok.encode("cdef")
 
 
@@ -121,7 +123,8 @@ def test_sentiment_cli_learns_and_writes_predictions_that_parse_back(tmp_path, c
             == read_predictions(out / "predictions" / "full-model-sst-dev-out.csv").preds)
 
 
-def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
+def test_sentiment_cli_methods_and_augmentation(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data = write_sentiment_files(tmp_path / "data", "cfimdb", sizes=(40, 20, 10))
 
     def round_trip(texts):  # a stand-in for en -> X -> en: reword half of the texts, keep the others
@@ -129,10 +132,10 @@ def test_sentiment_cli_methods_and_augmentation(tmp_path, capsys):
     augment = make_back_translation_file(data / "ids-cfimdb-train.csv", tmp_path / "bt.csv", round_trip, "sentiment")
     train_rows = read_sentiment(data / "ids-cfimdb-train.csv", labeled=True)
     assert len(read_augment_sentiment(augment, 2, train_rows)) == 20  # the 20 unchanged rows are dropped
-    capsys.readouterr()
+    caplog.clear()
     rc, out = run_cli(tmp_path, "--dataset", "cfimdb", "--epochs", "1", "--pooling", "mean", "--dropout", "0.1",
                       "--rdrop", "0.5", "--simcse", "0.1", "--augment", augment, "--finetune", "dora")
-    log = capsys.readouterr().out
+    log = caplog.text
     assert rc == 0
     assert "augment: 20 back-translated rows added" in log and "cfimdb train: 60 examples" in log
     assert read_predictions(out / "predictions" / "dora-cfimdb-test-out.csv").ids == [f"test-student{i:04d}"
@@ -157,8 +160,8 @@ def test_only_adapter_and_head_parameters_change(tmp_path, finetune, min_accurac
                for rows in [read_sentiment(data / f"ids-cfimdb-{split}.csv", labeled=True)]}
     seed_everything(0)
     body = GPT2(tiny_config(vocab_size=tok.vocab_size))
-    args = Namespace(finetune=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["attn.c_attn"])
-    model = GPT2Classifier(apply_finetune(body, args), num_labels=2, pooling="last")
+    method = FinetuneConfig(method=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=("attn.c_attn",))
+    model = GPT2Classifier(apply_finetune(body, method), num_labels=2, pooling="last")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     own = ("lora_A", "lora_B", "magnitude") if finetune != "last-linear-layer" else ()

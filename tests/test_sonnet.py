@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import run
+from decoding.config import DecodeConfig
 from minigpt.tokenizer import write_vocab_files
 from tasks.data import read_sonnets
 from tests.conftest import shared_path
@@ -137,6 +139,20 @@ def test_parameter_efficient_methods_run_and_export(tmp_path, tiny_tok, method):
         assert (exported / "adapter.safetensors").is_file() and (exported / "model.safetensors").is_file()
 
 
+def test_explicit_math_scores_the_same_as_the_fused_path(tmp_path, tiny_tok):
+    """--explicit-math runs the plain equations (model.set_fused(False)) through training and greedy decoding:
+    the dev chrF matches the fused run's within a small tolerance (the sums run in another order)."""
+    data = write_fixture(tmp_path / "data", n_dev=2, n_test=1)
+    scores = []
+    for extra in ([], ["--explicit-math"]):
+        out = tmp_path / ("explicit" if extra else "fused")
+        assert run.main(sonnet_args(data, out, tiny_tok, "--epochs", "1", "--max-steps", "3", "--skip-test",
+                                    "--max-new-tokens", "16", "--seed", "1", *extra)) == 0
+        scores.append(json.loads((out / "result.json").read_text())["dev_chrf"])
+    assert scores[0] > 0
+    assert scores[1] == pytest.approx(scores[0], abs=0.5), scores
+
+
 @pytest.mark.parametrize("decoder", ["top-p", "contrastive", "beam", "mbr", "ensemble"])
 def test_every_decoder_runs_through_the_task(tmp_path, tiny_tok, decoder):
     data = write_fixture(tmp_path / "data", n_dev=2, n_test=1)
@@ -155,15 +171,13 @@ def test_each_prompt_draws_its_own_reproducible_sample(tmp_path, tiny_tok):
     tokenizer = Tokenizer.from_dir(tiny_tok)
     torch.manual_seed(0)
     model = GPT2(GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=256)).eval()
-    argv = sonnet_args(tmp_path, tmp_path / "out", tiny_tok, "--decoder", "top-p", "--max-new-tokens", "20",
-                       "--max-lines", "0")
-    args = run.build_parser(argv).parse_args(argv)
+    cfg = DecodeConfig(decoder="top-p", max_new_tokens=20)
     prompt = "Shall I compare thee\nto a summer day\nthou art more lovely"
-    first, second = generate_sonnets(model, tokenizer, [prompt, prompt], args, "test")
+    first, second = generate_sonnets(model, tokenizer, [prompt, prompt], cfg, 0, "test")
     assert first != second  # the same prompt twice: two different samples (seeds 11711 and 11712)
-    assert generate_sonnets(model, tokenizer, [prompt, prompt], args, "test") == [first, second]
-    args.seed += 1  # prompt k's sample depends on seed + k only, not on the prompts before it
-    assert generate_sonnets(model, tokenizer, [prompt], args, "test") == [second]
+    assert generate_sonnets(model, tokenizer, [prompt, prompt], cfg, 0, "test") == [first, second]
+    # prompt k's sample depends on seed + k only, not on the prompts before it
+    assert generate_sonnets(model, tokenizer, [prompt], replace(cfg, seed=cfg.seed + 1), 0, "test") == [second]
 
 
 @pytest.mark.parametrize("decoder", ["greedy", "contrastive", "beam", "top-p"])
@@ -185,17 +199,13 @@ def test_decoding_in_batches_gives_the_texts_of_one_prompt_at_a_time(tmp_path, t
     assert len({len(tokenizer.encode(p)) for p in prompts}) > 1, "the prompts need different lengths"
     torch.manual_seed(0)
     model = GPT2(GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=512)).eval()
-    argv = sonnet_args(data, tmp_path / "out", tiny_tok, "--decoder", decoder, "--max-new-tokens", "16",
-                       "--max-lines", "0", "--num-beams", "3")
-    args = run.build_parser(argv).parse_args(argv)
-    args.decode_batch_size = 1
-    one_at_a_time = generate_sonnets(model, tokenizer, prompts, args, "test")
+    cfg = DecodeConfig(decoder=decoder, max_new_tokens=16, num_beams=3, batch_size=1)
+    one_at_a_time = generate_sonnets(model, tokenizer, prompts, cfg, 0, "test")
     if decoder != "top-p":
         with jitter(model, 1e-4, seed=0):
-            assert generate_sonnets(model, tokenizer, prompts, args, "test") == one_at_a_time, "a near-tie"
+            assert generate_sonnets(model, tokenizer, prompts, cfg, 0, "test") == one_at_a_time, "a near-tie"
     for size in (2, 0):  # 0 = all at once
-        args.decode_batch_size = size
-        assert generate_sonnets(model, tokenizer, prompts, args, "test") == one_at_a_time
+        assert generate_sonnets(model, tokenizer, prompts, replace(cfg, batch_size=size), 0, "test") == one_at_a_time
 
 
 # ----- bad input -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pooling and the GPT-2 classifier (tasks/classifier.py): `last` finds the last real token under left and right
+"""Pooling and the GPT-2 classifier (tasks/heads.py): `last` finds the last real token under left and right
 padding, `mean` ignores padding, and the classifier equals transformers' GPT2ForSequenceClassification."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from minigpt import GPT2
-from tasks.classification import collate
-from tasks.classifier import GPT2Classifier, last_token_index, pool, pool_last, pool_mean
+from tasks.classify import collate
+from tasks.heads import GPT2Classifier, last_token_index, pool, pool_last, pool_mean
 from tests.conftest import tiny_config, tiny_pair
 
 LENGTHS = [5, 2, 7, 1]  # real tokens per row; the longest row has no padding

@@ -1,5 +1,5 @@
 """What the classification tasks share: texts -> token ids -> padded batches, the loss, prediction, the metrics,
-the command-line flags of the methods, and the export of the trained model.
+and the export of the trained model (the flags: cli/classify_flags.py).
 
 An encoded example is a tuple (ids, label): the token ids of one text (already truncated to --max-length) and its
 label (-1 in test files, which have none). Texts are encoded once, before training, so the truncation count is
@@ -10,10 +10,11 @@ known and logged up front; `collate` pads a list of them into a batch:
     labels          (B,)   long
 
 The model is any module with forward(input_ids, attention_mask) -> ClassifierOutput(logits (B, K), pooled (B, C)):
-GPT2Classifier (classifier.py) or GPT2Cloze (cloze.py).
+GPT2Classifier (heads.py) or GPT2Cloze (cloze.py).
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,23 +24,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_safetensors, save_safetensors
-from training.checkpointing import write_result
-from tasks.classifier import POOLINGS
-from cli.arg_types import number
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from training.distributed import get_world_size
-from cli.training_flags import config_from_args
-from training.trainer import is_main_process, train
+from training.trainer import train
 
+logger = logging.getLogger("minigpt.classify")
 Encoded = tuple  # (ids: list[int], label: int)
 ENCODE_CHUNK = 1024  # texts per tokenizer call: bounds the memory of the padded chunk
-
-
-def say(text: str) -> None:
-    """Print on the main process only (one line per message in multi-process runs)."""
-    if is_main_process():
-        print(text, flush=True)
 
 
 # ---- texts -> encoded examples -> batches ---------------------------------------------------------------------
@@ -57,7 +49,7 @@ def encode_examples(tokenizer, texts: list[str], labels: list[int | None], max_l
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise ValueError(f"{name}: text {empty[0] + 1} encodes to no tokens: {texts[empty[0]]!r}")
-    say(f"{name}: {len(texts)} examples, {truncated} truncated to --max-length {max_length} tokens"
+    logger.info(f"{name}: {len(texts)} examples, {truncated} truncated to --max-length {max_length} tokens"
         + (f" (cut at the {'start' if truncation_side == 'left' else 'end'})" if truncated else ""))
     return [(ids, -1 if label is None else int(label)) for ids, label in zip(encoded, labels)]
 
@@ -80,7 +72,7 @@ def max_length_for(requested: int, config) -> int:
     if requested < 1:
         raise ValueError(f"--max-length must be >= 1, got {requested}")
     if requested > config.n_positions:
-        say(f"--max-length {requested} exceeds the model's n_positions; using {config.n_positions}")
+        logger.info(f"--max-length {requested} exceeds the model's n_positions; using {config.n_positions}")
         return config.n_positions
     return requested
 
@@ -165,71 +157,40 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
     return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
 
 
-def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, args, loss_fn=None):
-    """The shared trainer (training/trainer.py) on encoded["train"] with `loss_fn` (default: the classification loss,
-    plus R-Drop and SimCSE as the flags ask); dev accuracy on encoded["dev"] picks the best epoch. Returns the
-    trainer's result."""
-    loss_fn = loss_fn or partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse,
-                                 simcse_temp=args.simcse_temp)
-    return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, config_from_args(args),
-                 evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, args.eval_batch_size),
+def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, cfg, loss_fn,
+                     eval_batch_size: int = 64):
+    """The shared trainer (tasks/train.py) with TrainConfig `cfg` on encoded["train"] with `loss_fn` (e.g.
+    partial(classification_loss, rdrop=..., simcse=...)); dev accuracy on encoded["dev"] picks the best epoch.
+    Returns the trainer's result."""
+    return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, cfg,
+                 evaluate=lambda m: evaluate(m, encoded["dev"], pad_id, eval_batch_size),
                  metric="dev_accuracy")
 
 
 def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: dict[str, list[str]], pad_id: int,
-                      args, write_fn, file_name: Callable[[str], str]) -> None:
+                      out_dir, write_fn, file_name: Callable[[str], str], eval_batch_size: int = 64) -> None:
     """Predict the dev and test splits and write each with `write_fn(path, ids, preds)` (the task's course
-    format) to <out-dir>/predictions/<file_name(split)>."""
+    format) to <out_dir>/predictions/<file_name(split)>."""
     for split in ("dev", "test"):
-        preds = predict(model, encoded[split], pad_id, args.eval_batch_size)
-        path = write_fn(Path(args.out_dir) / "predictions" / file_name(split), ids[split], preds)
-        say(f"wrote {path}")
+        preds = predict(model, encoded[split], pad_id, eval_batch_size)
+        path = write_fn(Path(out_dir) / "predictions" / file_name(split), ids[split], preds)
+        logger.info(f"wrote {path}")
 
 
-def report_dev(model: nn.Module, dev: list[Encoded], pad_id: int, args, result, model_dir) -> None:
-    """Print the dev accuracy and macro-F1 of the model as it ends (the weights --select chose) and where it went;
-    write them to <out-dir>/result.json, which marks the run finished."""
-    best = evaluate(model, dev, pad_id, args.eval_batch_size)
-    where = result.describe()
-    write_result(args.out_dir, best, result.model_epoch, vars(args))
-    say(f"{where}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 {best['dev_macro_f1']:.4f}; "
-        f"model exported to {model_dir}")
+def dev_summary(best: dict[str, float], result, model_dir) -> str:
+    """The run's last line: the dev accuracy and macro-F1 `best` of the model as it ends (the weights --select
+    chose; the trainer's `result` says which) and where it went."""
+    return (f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
+            f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
 
 
-# ---- command-line flags shared by the tasks ------------------------------------------------------------------
-def add_data_arguments(parser, max_length: int) -> None:
-    g = parser.add_argument_group("data")
-    g.add_argument("--data-dir", default=None,
-                   help="directory of the course data files (None: $MINIGPT_DATA, else data/)")
-    g.add_argument("--max-length", type=number(int, 1), default=max_length,
-                   help="tokens per text; longer texts are cut (the count is logged)")
-    g.add_argument("--eval-batch-size", type=number(int, 1), default=64, help="examples per batch when predicting")
-    g.add_argument("--limit", type=number(int, 0), default=0,
-                   help="smoke runs only: keep the first N examples of every split (0: all)")
-
-
-def add_method_arguments(parser, pooling: bool = True) -> None:
-    g = parser.add_argument_group("methods (tasks/losses.py)")
-    if pooling:
-        g.add_argument("--pooling", choices=POOLINGS, default="last",
-                       help="last: the hidden state of the last real token; mean: the mean over real tokens")
-    g.add_argument("--rdrop", type=number(float, 0), default=0.0, metavar="ALPHA",
-                   help="R-Drop (Liang et al. 2021): two dropout passes, CE on both + ALPHA * symmetric KL (0: off)")
-    g.add_argument("--simcse", type=number(float, 0), default=0.0, metavar="WEIGHT",
-                   help="unsupervised SimCSE (Gao et al. 2021): + WEIGHT * InfoNCE between two dropout views of "
-                        "the pooled embeddings, in-batch negatives (0: off)")
-    g.add_argument("--simcse-temp", type=number(float, 0, low_open=True), default=0.05, help="SimCSE temperature tau")
-    g.add_argument("--augment", default=None, metavar="FILE",
-                   help="back-translation: extra training rows in the training file's format (tasks/augment.py)")
-    g.add_argument("--load-head", default=None, metavar="FILE",
-                   help="start the classification head from a head-*.safetensors file of an exported model")
-
-
-def check_method_arguments(args, dropout: float) -> None:
-    if args.rdrop < 0 or args.simcse < 0:
-        raise ValueError(f"--rdrop and --simcse must be >= 0, got {args.rdrop} and {args.simcse}")
-    if (args.rdrop > 0 or args.simcse > 0) and dropout == 0:
-        say("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
+# ---- checks and limits ------------------------------------------------------------------------------------------
+def check_method_arguments(rdrop: float, simcse: float, dropout: float) -> None:
+    """--rdrop and --simcse weights, against the model's dropout (both need two different dropout views)."""
+    if rdrop < 0 or simcse < 0:
+        raise ValueError(f"--rdrop and --simcse must be >= 0, got {rdrop} and {simcse}")
+    if (rdrop > 0 or simcse > 0) and dropout == 0:
+        logger.warning("warning: the model's dropout is 0, so the two views of R-Drop / SimCSE are identical "
             "(set --dropout 0.1)")
 
 
@@ -238,11 +199,12 @@ def limit(examples: list, n: int) -> list:
 
 
 # ---- export: the GPT-2 body as a model directory, the heads beside it ----------------------------------------
-def export_model(body: nn.Module, heads: dict[str, nn.Module], out_dir, tokenizer_dir, args) -> Path:
+def export_model(body: nn.Module, heads: dict[str, nn.Module], out_dir, tokenizer_dir, base_model: str) -> Path:
     """Write `out_dir` as a model directory (config.json, model.safetensors, vocab.json, merges.txt; LoRA/DoRA
     merged into the weights, see modeling.export_language_model) plus head-{name}.safetensors per head, so that
-    `--model out_dir` (and `--load-head out_dir/head-{name}.safetensors`) start a new run from it."""
-    model_dir = export_language_model(body, out_dir, Path(tokenizer_dir), args)
+    `--model out_dir` (and `--load-head out_dir/head-{name}.safetensors`) start a new run from it; base_model is
+    the --model the run started from."""
+    model_dir = export_language_model(body, out_dir, Path(tokenizer_dir), base_model)
     for name, head in heads.items():
         save_safetensors(head.state_dict(), Path(model_dir) / f"head-{name}.safetensors")
     return Path(model_dir)

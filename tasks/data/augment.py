@@ -23,13 +23,15 @@ which translates every text of the training file (both questions of a pair) and 
 from __future__ import annotations
 
 import csv
+import logging
 import io
 from pathlib import Path
 from typing import Callable
 
-from tasks.classification import say
-from minigpt.files import atomic_write_text
-from tasks.data import ParaphraseExample, SentimentExample, read_quora, read_sentiment
+from .files import atomic_write_text
+from .tsv import ParaphraseExample, SentimentExample, read_quora, read_sentiment
+
+logger = logging.getLogger("minigpt.augment")
 
 
 def read_augment_sentiment(path, num_labels: int, train: list[SentimentExample]) -> list[SentimentExample]:
@@ -37,7 +39,7 @@ def read_augment_sentiment(path, num_labels: int, train: list[SentimentExample])
     rows = read_sentiment(path, labeled=True, num_labels=num_labels)
     seen = {(e.sentence, e.label) for e in train}
     kept = [e for e in rows if (e.sentence, e.label) not in seen]
-    say(f"augment: {len(kept)} back-translated rows added from {path} ({len(rows) - len(kept)} identical to a "
+    logger.info(f"augment: {len(kept)} back-translated rows added from {path} ({len(rows) - len(kept)} identical to a "
         f"training row dropped)")
     return kept
 
@@ -47,7 +49,7 @@ def read_augment_pairs(path, train: list[ParaphraseExample]) -> list[ParaphraseE
     rows = read_quora(path, labeled=True)
     seen = {(e.sentence1, e.sentence2, e.label) for e in train}
     kept = [e for e in rows if (e.sentence1, e.sentence2, e.label) not in seen]
-    say(f"augment: {len(kept)} back-translated pairs added from {path} ({len(rows) - len(kept)} identical to a "
+    logger.info(f"augment: {len(kept)} back-translated pairs added from {path} ({len(rows) - len(kept)} identical to a "
         f"training pair dropped)")
     return kept
 

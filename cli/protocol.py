@@ -11,7 +11,7 @@ paraphrase_detection.py and optimizer.py. `--protocol course` sets what those sc
                  stays IN the loss (sonnet.py: course_collate, course_lm_loss)
     sentiment    --finetune last-linear-layer, --lr 1e-3, --batch-size 8, --head-dropout 0.3, --max-length 1024,
                  --select best (the course keeps the best dev accuracy); and its loss, the cross-entropy summed
-                 over the batch and divided by --batch-size (classification.course_summed_loss)
+                 over the batch and divided by --batch-size (classify.course_summed_loss)
     paraphrase   --lr 1e-5, --batch-size 8, --max-length 1024, --select best; and the course's prompts
                  (cloze.py: course_prompt)
 

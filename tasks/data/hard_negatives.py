@@ -33,7 +33,7 @@ import random
 import re
 from dataclasses import replace
 
-from tasks.data import ParaphraseExample
+from .tsv import ParaphraseExample
 
 WORD = re.compile(r"\w+")
 NUMBER = re.compile(r"\d+")
