@@ -152,21 +152,27 @@ def test_a_second_run_is_refused_naming_the_holder_then_a_killed_holder_is_taken
 
 
 def test_two_runs_at_once_one_is_refused(tmp_path):
+    """The first run trains for far longer than the test lasts (it is killed at the end), so it holds the lock
+    while the second starts, however slow the machine is."""
     data = write_fixture(tmp_path / "data")
     tok = tokenizer_dir(tmp_path / "tok")
     cmd = [sys.executable, str(ROOT / "run.py"), "sonnet", "--data-dir", str(data), "--out-dir",
            str(tmp_path / "out"), "--model", "scratch", "--scratch-config", "n_layer=1,n_head=1,n_embd=16",
-           "--tokenizer", str(tok), "--epochs", "1", "--max-steps", "1", "--skip-test", "--decoder", "greedy",
+           "--tokenizer", str(tok), "--epochs", "100000", "--skip-test", "--decoder", "greedy",
            "--max-new-tokens", "2", "--dev-limit", "1", "--device", "cpu"]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 60
-    while not (tmp_path / "out" / LOCK).is_file() or not (tmp_path / "out" / LOCK).read_text():
-        assert time.time() < deadline and first.poll() is None, "the first run never took the lock"
-        time.sleep(0.05)
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    first_err = first.communicate()[1]
-    assert first.returncode == 0, first_err
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "out" / LOCK).is_file() or not (tmp_path / "out" / LOCK).read_text():
+            assert time.time() < deadline and first.poll() is None, "the first run never took the lock"
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    finally:
+        first.kill()
+        first.communicate()
     assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
 
 
 # ---- a write that fails half-way -----------------------------------------------------------------------------
