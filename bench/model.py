@@ -202,25 +202,39 @@ def peak_above_now(fn, runs: int = 3, device: str = "cpu") -> float:
     return memory_mib("VmHWM") - before
 
 
+def peak_memory_children(jobs: list[tuple[str, str]], name: str, batch: int, seq: int, device: str = "cpu",
+                         dtype: str = "fp32") -> list[float]:
+    """Run each (side, mode) of `jobs` in its own fresh process, all at once (each measures only its own
+    process's memory, so they do not disturb each other); return the peak memory (MiB) each one's steps add to
+    its built model (resident memory on CPU, torch's GPU allocations on CUDA)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    children = []
+    for side, mode in jobs:
+        code = (
+            f"import sys, torch; sys.path.insert(0, {root!r}); from bench.model import *;"
+            f"ours, hf = build_pair({name!r}); m = (ours if {side!r} == 'ours' else hf).to({device!r}); del ours, hf;"
+            f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}), device={device!r});"
+            f"ac = precision(torch.device({device!r}), {dtype!r});"
+            f"m.train() if {mode!r} == 'train' else m.eval();"
+            f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids, ac) if {mode!r} == 'train' "
+            f"else infer_fn(m, ids, ac);"
+            f"print(peak_above_now(fn, device={device!r}))"
+        )
+        children.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True))
+    peaks = []
+    for (side, mode), child in zip(jobs, children):
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"peak-memory child ({side}, {mode}) failed:\n{err[-2000:]}")
+        peaks.append(float(out.strip().splitlines()[-1]))
+    return peaks
+
+
 def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, device: str = "cpu",
                       dtype: str = "fp32") -> float:
-    """Run one side in a fresh process; return the peak memory (MiB) its steps add to the built model (resident
-    memory on CPU, torch's GPU allocations on CUDA)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    code = (
-        f"import sys, torch; sys.path.insert(0, {root!r}); from bench.model import *;"
-        f"ours, hf = build_pair({name!r}); m = (ours if {side!r} == 'ours' else hf).to({device!r}); del ours, hf;"
-        f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}), device={device!r});"
-        f"ac = precision(torch.device({device!r}), {dtype!r});"
-        f"m.train() if {mode!r} == 'train' else m.eval();"
-        f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids, ac) if {mode!r} == 'train' "
-        f"else infer_fn(m, ids, ac);"
-        f"print(peak_above_now(fn, device={device!r}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"peak-memory child ({side}, {mode}) failed:\n{out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    """One side's peak memory (MiB), measured in a fresh process (peak_memory_children)."""
+    return peak_memory_children([(side, mode)], name, batch, seq, device, dtype)[0]
 
 
 def add_arguments(parser) -> None:
@@ -310,7 +324,8 @@ def main(args) -> None:
         print(line + (f"   {min(ratios):.2f} - {max(ratios):.2f}" if len(runs) > 1 else ""))
     if not args.no_memory:
         print(f"  {'peak MiB':10} {'ours':>12} {'transformers':>13} {'ratio':>7}")
+        jobs = [(side, mode) for mode in MODES for side in ("ours", "transformers")]
+        peaks = iter(peak_memory_children(jobs, args.config, B, T, args.device, args.dtype))
         for mode in MODES:
-            a = peak_memory_child("ours", mode, args.config, B, T, args.device, args.dtype)
-            b = peak_memory_child("transformers", mode, args.config, B, T, args.device, args.dtype)
+            a, b = next(peaks), next(peaks)
             print(f"  {mode:10} {a:12.0f} {b:13.0f} {a / max(b, 1e-9):6.2f}x")
