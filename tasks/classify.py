@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checkpoint import load_safetensors, save_safetensors
+from minigpt.safetensors import load_safetensors, save_safetensors
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
 from training.distributed import get_world_size

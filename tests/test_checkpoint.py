@@ -13,8 +13,8 @@ from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
 from minigpt import GPT2, GPT2Config
-from minigpt.checkpoint import (hf_state_dict_to_minigpt, load_pretrained, load_safetensors, minigpt_state_dict_to_hf,
-                                save_pretrained, save_safetensors)
+from minigpt.checkpoint import hf_state_dict_to_minigpt, load_pretrained, minigpt_state_dict_to_hf, save_pretrained
+from minigpt.safetensors import load_safetensors, save_safetensors
 from minigpt.tokenizer import write_vocab_files
 
 from .conftest import tiny_config

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import run
 from minigpt import GPT2, Tokenizer, load_pretrained
-from minigpt.checkpoint import save_safetensors
+from minigpt.safetensors import save_safetensors
 from tasks.data.augment import make_back_translation_file, read_augment_sentiment
 from tasks.classify import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
                                   macro_f1)
