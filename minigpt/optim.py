@@ -56,12 +56,7 @@ class AdamW(torch.optim.Optimizer):
             if not params:
                 continue
             for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                advance_state(self.state[p], p)
             states = [self.state[p] for p in params]
             grads = [p.grad for p in params]
             ms = [s["exp_avg"] for s in states]
@@ -135,6 +130,16 @@ def piece_lists(params, grads, ms, vs, steps):
             size += piece[0].numel()
     if size > 0:
         yield lists
+
+
+def advance_state(state: dict, p: torch.Tensor) -> dict:
+    """p's Adam state, made at its first step (step 0, both moments zero), with the step count advanced by one."""
+    if not state:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # m
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # v
+    state["step"] += 1
+    return state
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
