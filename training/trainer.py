@@ -203,8 +203,10 @@ class _Trainer:
     def _after_step(self, stats: dict, examples: int) -> None:
         """Count the step: its loss over all ranks (the mean over its examples), its tokens, the position."""
         p = self.progress
-        loss = float(all_reduce_sum(torch.tensor(stats["loss"], device=self.device))) / self.world
-        tokens = int(all_reduce_sum(torch.tensor(self.tokens, device=self.device)))
+        loss, tokens = stats["loss"], self.tokens
+        if self.world > 1:  # one all-reduce of both numbers; a single process has nothing to add up (or sync)
+            both = all_reduce_sum(torch.tensor([loss, tokens], dtype=torch.float64, device=self.device)).tolist()
+            loss, tokens = both[0] / self.world, int(both[1])
         self.tokens = 0
         self.step_log.append(dict(step=p.global_step + 1, epoch=p.epoch + 1, loss=loss, lr=stats["lr"],
                                   grad_norm=stats["grad_norm"]))
