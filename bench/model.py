@@ -231,12 +231,6 @@ def peak_memory_children(jobs: list[tuple[str, str]], name: str, batch: int, seq
     return peaks
 
 
-def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, device: str = "cpu",
-                      dtype: str = "fp32") -> float:
-    """One side's peak memory (MiB), measured in a fresh process (peak_memory_children)."""
-    return peak_memory_children([(side, mode)], name, batch, seq, device, dtype)[0]
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--config", default="gpt2",
                         help="preset size to build with random weights (or GPT2Config fields key=value,...)")

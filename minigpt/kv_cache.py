@@ -85,17 +85,15 @@ class KVCache:
         for layer in self.layers:
             layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
 
-    def keep_row(self, row: int, position: int) -> None:
-        """Copy row `row`'s keys/values at `position` into every row (one group: the rows differ only there)."""
-        self.keep_rows(torch.tensor([row]), position)
-
     def keep_rows(self, chosen: torch.Tensor, position: int) -> None:
         """The rows form B groups of n consecutive rows (repeat_rows); in group b, copy the keys/values at
         `position` of its row chosen[b] (0 <= chosen[b] < n) into all n rows. chosen: (B,) LongTensor."""
         B = chosen.numel()
+        device = self.layers[0].keys.device
+        group, chosen = torch.arange(B, device=device), chosen.to(device)  # made once, not per layer
         for layer in self.layers:
             for buffer in (layer.keys, layer.values):
                 groups = buffer.view(B, -1, *buffer.shape[1:])  # (B, n, H, capacity, D), a view
-                picked = groups[torch.arange(B), chosen.to(buffer.device), :, position]  # (B, H, D), a copy
+                picked = groups[group, chosen, :, position]  # (B, H, D), a copy
                 groups[:, :, :, position] = picked[:, None]
 

@@ -168,8 +168,3 @@ def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float
     if step < warmup_steps:
         return step / warmup_steps
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def warmup_decay_scheduler(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR applying linear_warmup_decay; its state_dict saves the step for resuming."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, warmup_steps, total_steps))

@@ -59,7 +59,7 @@ def test_row_operations():
 
     new_k, new_v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)  # each row decides position 3 differently
     rows[0].append(new_k, new_v)
-    rows.keep_row(1, position=3)
+    rows.keep_rows(torch.tensor([1]), position=3)  # one group of 3 rows: row 1 chosen
     keys, values = rows[0].filled()
     assert torch.equal(keys[:, :, 3], new_k[1, :, 0].expand(3, -1, -1))  # row 1's choice is every row's now
     assert torch.equal(values[:, :, 3], new_v[1, :, 0].expand(3, -1, -1))

@@ -82,11 +82,6 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The elementwise sum of `t` over all processes (in place; `t` itself with one process)."""
     if dist.is_initialized():
