@@ -53,6 +53,16 @@ def unit(h: torch.Tensor) -> torch.Tensor:
     return h / h.norm(dim=-1, keepdim=True)
 
 
+def degeneration_penalty(cosine: torch.Tensor, is_real: torch.Tensor | None, use_mean_sim: bool) -> torch.Tensor:
+    """cosine (B, n, k): cos(h_j, h_v) -> (B, k), the max (or mean) over the context positions j that are tokens.
+    is_real: (B, n, 1) bool, False at padding (which takes no part); None when there is no padding."""
+    if is_real is None:
+        return cosine.mean(dim=1) if use_mean_sim else cosine.max(dim=1).values
+    if use_mean_sim:
+        return (cosine * is_real).sum(dim=1) / is_real.sum(dim=1)
+    return cosine.masked_fill(~is_real, float("-inf")).max(dim=1).values
+
+
 def check_contrastive_options(top_k, alpha, repetition_penalty, alpha_start, alpha_end, vocab_size) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"contrastive_search: top_k must be an integer >= 1, got {top_k!r}")
@@ -90,7 +100,7 @@ def contrastive_search(
     B, T = input_ids.shape
     k, L = top_k, T + max_new_tokens
     mask = padding_mask(attention_mask, max_new_tokens)  # (B, L) or None
-    real = torch.ones(B, L, dtype=torch.bool, device=input_ids.device) if mask is None else mask.bool()  # (B, L)
+    real = None if mask is None else mask.bool()  # (B, L): which positions are tokens (None: all of them)
 
     prompt_cache = KVCache(model.config.n_layer, capacity=L)
     out = model(input_ids, attention_mask=mask_upto(mask, T), past_key_values=prompt_cache, use_cache=True,
@@ -124,11 +134,7 @@ def contrastive_search(
         h = cand.hidden_states[:, 0].view(B, k, -1)  # (B, k, C)
 
         cosine = context[:, :n] @ unit(h).transpose(1, 2)  # (B, n, k): cos(h_j, h_v)
-        is_real = real[:, :n, None]  # (B, n, 1): padding takes no part
-        if use_mean_sim:
-            penalty = (cosine * is_real).sum(dim=1) / is_real.sum(dim=1)  # (B, k)
-        else:
-            penalty = cosine.masked_fill(~is_real, float("-inf")).max(dim=1).values  # (B, k)
+        penalty = degeneration_penalty(cosine, None if real is None else real[:, :n, None], use_mean_sim)  # (B, k)
         a = step_alpha(step, max_new_tokens, alpha, dynamic_alpha, alpha_start, alpha_end)
         score = (1.0 - a) * top_probs - a * penalty  # (B, k)
         best = score.argmax(dim=-1)  # (B,), the first one on ties
@@ -138,7 +144,8 @@ def contrastive_search(
             token = token.masked_fill(~unfinished, eos_token_id)  # finished rows: padding
             unfinished &= token != eos_token_id
         tokens[:, n] = token
-        seen[:, n] = token
+        if seen is not tokens:
+            seen[:, n] = token
         context[:, n] = unit(h[rows, best])  # (B, C)
         n += 1
         if step == max_new_tokens - 1 or not bool(unfinished.any()):
