@@ -11,28 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from cli.arg_types import number
 from decoding.config import DECODERS, DecodeConfig
 
 DEFAULT = DecodeConfig()
-
-
-def number(kind, low=None, high=None, low_open=False, what=""):
-    """An argparse type: kind(text) within [low, high] ((low, high] with low_open), else a clear error."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):  # nan, inf: never a setting
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        too_low = low is not None and (value <= low if low_open else value < low)
-        if too_low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
 
 
 def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -44,41 +26,41 @@ def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) ->
                         "(Su et al. 2022); beam: beam search (best hypothesis); mbr: beam n-best reranked by "
                         "MBR with chrF; ensemble: top-p samples + contrastive outputs + beam n-best, reranked "
                         "by MBR")
-    g.add_argument("--temperature", type=number(float, 0, low_open=True, what="> 0"), default=DEFAULT.temperature,
+    g.add_argument("--temperature", type=number(float, 0, low_open=True), default=DEFAULT.temperature,
                    help="top-p/ensemble: divide the logits by this before sampling (> 1 = more diverse)")
-    g.add_argument("--top-p", type=number(float, 0, 1, low_open=True, what="in (0, 1]"), default=DEFAULT.top_p,
+    g.add_argument("--top-p", type=number(float, 0, 1, low_open=True), default=DEFAULT.top_p,
                    help="top-p/ensemble: sample from the smallest set of tokens holding this probability mass")
-    g.add_argument("--top-k", type=number(int, 0, what=">= 0"), default=DEFAULT.top_k,
+    g.add_argument("--top-k", type=number(int, 0), default=DEFAULT.top_k,
                    help="top-p: also keep only the k most likely tokens before the top-p cut (0 = off)")
-    g.add_argument("--contrastive-k", type=number(int, 1, what=">= 1"), default=DEFAULT.contrastive_k,
+    g.add_argument("--contrastive-k", type=number(int, 1), default=DEFAULT.contrastive_k,
                    help="contrastive/ensemble: candidate tokens per step, the k most likely, among which the "
                         "degeneration penalty chooses")
-    g.add_argument("--alpha", type=number(float, 0, 1, what="in [0, 1]"), default=DEFAULT.alpha,
+    g.add_argument("--alpha", type=number(float, 0, 1), default=DEFAULT.alpha,
                    help="contrastive: weight of the degeneration penalty (0 = greedy)")
     g.add_argument("--dynamic-alpha", action="store_true",
                    help="contrastive: alpha rises linearly from --alpha-start (first token) to --alpha (last)")
-    g.add_argument("--alpha-start", type=number(float, 0, 1, what="in [0, 1]"), default=DEFAULT.alpha_start,
+    g.add_argument("--alpha-start", type=number(float, 0, 1), default=DEFAULT.alpha_start,
                    help="contrastive with --dynamic-alpha: alpha of the first generated token")
     g.add_argument("--use-mean-sim", action="store_true",
                    help="contrastive: penalise the mean cosine similarity to the context instead of the max")
-    g.add_argument("--repetition-penalty", type=number(float, 0, low_open=True, what="> 0"),
+    g.add_argument("--repetition-penalty", type=number(float, 0, low_open=True),
                    default=DEFAULT.repetition_penalty,
                    help="contrastive: CTRL repetition penalty on tokens already present (1.0 = off, > 1 = fewer "
                         "repeats)")
-    g.add_argument("--num-beams", type=number(int, 1, what=">= 1"), default=DEFAULT.num_beams,
+    g.add_argument("--num-beams", type=number(int, 1), default=DEFAULT.num_beams,
                    help="beam/mbr/ensemble: beams")
-    g.add_argument("--length-penalty", type=number(float, what="finite"), default=DEFAULT.length_penalty,
+    g.add_argument("--length-penalty", type=number(float), default=DEFAULT.length_penalty,
                    help="beam/mbr/ensemble: score = log-prob / length ** this (> 0 favours longer outputs)")
-    g.add_argument("--no-repeat-ngram-size", type=number(int, 0, what=">= 0"), default=DEFAULT.no_repeat_ngram_size,
+    g.add_argument("--no-repeat-ngram-size", type=number(int, 0), default=DEFAULT.no_repeat_ngram_size,
                    help="beam/mbr/ensemble: never repeat an n-gram of this size (0 = off)")
-    g.add_argument("--num-candidates", type=number(int, 2, what=">= 2"), default=DEFAULT.num_candidates,
+    g.add_argument("--num-candidates", type=number(int, 2), default=DEFAULT.num_candidates,
                    help="mbr: size of the beam n-best to rerank (num-beams is raised to match); ensemble: "
                         "number of top-p samples in the pool")
-    g.add_argument("--ensemble-alpha-spread", type=number(float, 0, 1, what="in [0, 1]"),
+    g.add_argument("--ensemble-alpha-spread", type=number(float, 0, 1),
                    default=DEFAULT.ensemble_alpha_spread,
                    help="ensemble: the pool holds contrastive outputs at three alphas, --alpha minus this, --alpha "
                         "and --alpha plus this (clipped to [0, 1])")
-    g.add_argument("--decode-batch-size", type=number(int, 0, what=">= 0"), default=DEFAULT.batch_size,
+    g.add_argument("--decode-batch-size", type=number(int, 0), default=DEFAULT.batch_size,
                    help="prompts decoded together in one batch (left-padded; one forward per step for all of "
                         "them); 0 = all prompts at once. Deterministic decoders give the same text at any size")
     if seed:

@@ -52,7 +52,7 @@ def test_every_flag_reaches_the_config():
         (["--decode-batch-size", "-1"], "--decode-batch-size: must be >= 0"),
         (["--alpha", "2"], "--alpha: must be in [0, 1]"),
         (["--num-candidates", "1"], "--num-candidates: must be >= 2"),
-        (["--num-beams", "two"], "expected an integer"),
+        (["--num-beams", "two"], "--num-beams: invalid int value"),
         (["--temperature", "nan"], "must be a finite number"),
         (["--decoder", "nucleus"], "invalid choice"),
     ],
