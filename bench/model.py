@@ -2,7 +2,7 @@
 
 Prints tokens/s of a training step (forward + backward + AdamW step) and of an inference forward, with the
 ratio ours / reference, and the peak memory of each (measured in a fresh child process per side, so one side's
-allocations cannot hide the other's). Ratios, not seconds: these machines are noisy.
+allocations cannot hide the other's; bench/children.py). Ratios, not seconds: these machines are noisy.
 
 The ratio also moves from one process to the next (on the 2-core CPU machine, 36 single-process inference
 measurements ranged from 1.01x to 1.28x, median 1.08x), so `--processes N` repeats the whole measurement in N
@@ -15,18 +15,14 @@ it), the weights and the AdamW step staying fp32 (mixed precision, as the tasks 
 from __future__ import annotations
 
 import gc
-import json
 import re
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from bench.children import all_at_once, one_after_another
 from cli.model_flags import add_explicit_math_argument
 
 MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
@@ -202,33 +198,19 @@ def peak_above_now(fn, runs: int = 3, device: str = "cpu") -> float:
     return memory_mib("VmHWM") - before
 
 
-def peak_memory_children(jobs: list[tuple[str, str]], name: str, batch: int, seq: int, device: str = "cpu",
-                         dtype: str = "fp32") -> list[float]:
-    """Run each (side, mode) of `jobs` in its own fresh process, all at once (each measures only its own
-    process's memory, so they do not disturb each other); return the peak memory (MiB) each one's steps add to
-    its built model (resident memory on CPU, torch's GPU allocations on CUDA)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    children = []
-    for side, mode in jobs:
-        code = (
-            f"import sys, torch; sys.path.insert(0, {root!r}); from bench.model import *;"
-            f"ours, hf = build_pair({name!r}); m = (ours if {side!r} == 'ours' else hf).to({device!r}); del ours, hf;"
-            f"ids = torch.randint(0, m.config.vocab_size, ({batch}, {seq}), device={device!r});"
-            f"ac = precision(torch.device({device!r}), {dtype!r});"
-            f"m.train() if {mode!r} == 'train' else m.eval();"
-            f"fn = train_step_fn(m, make_optimizer({side!r}, m), ids, ac) if {mode!r} == 'train' "
-            f"else infer_fn(m, ids, ac);"
-            f"print(peak_above_now(fn, device={device!r}))"
-        )
-        children.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True))
-    peaks = []
-    for (side, mode), child in zip(jobs, children):
-        out, err = child.communicate()
-        if child.returncode != 0:
-            raise RuntimeError(f"peak-memory child ({side}, {mode}) failed:\n{err[-2000:]}")
-        peaks.append(float(out.strip().splitlines()[-1]))
-    return peaks
+def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, device: str = "cpu",
+                      dtype: str = "fp32") -> float:
+    """In a fresh process (bench/children.py): build the pair, keep one side, and return the peak memory (MiB) that
+    its steps add to the built model (resident memory on CPU, torch's GPU allocations on CUDA)."""
+    ours, hf = build_pair(name)
+    model = (ours if side == "ours" else hf).to(device)
+    del ours, hf
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=device)
+    autocast = precision(torch.device(device), dtype)
+    model.train() if mode == "train" else model.eval()
+    fn = (train_step_fn(model, make_optimizer(side, model), ids, autocast) if mode == "train"
+          else infer_fn(model, ids, autocast))
+    return peak_above_now(fn, device=device)
 
 
 def add_arguments(parser) -> None:
@@ -278,18 +260,11 @@ def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtyp
     return result
 
 
-def measure_in_child(config: str, B: int, T: int, repeats: int, threads: int, device: str = "cpu",
-                     dtype: str = "fp32", explicit_math: bool = False) -> dict:
-    """`measure` in a fresh process (its own allocations, its own luck)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    code = (f"import sys, json, torch; sys.path.insert(0, {root!r}); from bench.model import measure;"
-            f"torch.set_num_threads({threads}) if {threads} else None;"
-            f"print(json.dumps(measure({config!r}, {B}, {T}, {repeats}, {device!r}, {dtype!r}, "
-            f"{explicit_math!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"timing child failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def measure_with_threads(threads: int, *measure_args) -> dict:
+    """`measure` after setting torch's thread count (0: PyTorch's default); run in a fresh child process."""
+    if threads:
+        torch.set_num_threads(threads)
+    return measure(*measure_args)
 
 
 def main(args) -> None:
@@ -304,9 +279,8 @@ def main(args) -> None:
     if args.processes == 1:
         runs = [measure(args.config, B, T, args.repeats, args.device, args.dtype, args.explicit_math)]
     else:
-        runs = [measure_in_child(args.config, B, T, args.repeats, args.threads, args.device, args.dtype,
-                                 args.explicit_math)
-                for _ in tqdm(range(args.processes), desc="processes", leave=False)]
+        call = (args.threads, args.config, B, T, args.repeats, args.device, args.dtype, args.explicit_math)
+        runs = one_after_another(measure_with_threads, [call] * args.processes, desc="processes")
     print(f"  same weights: max |logit difference| = {max(r['logit_difference'] for r in runs):.2e}")
     spread = f"   ratio over {len(runs)} processes: min - max" if len(runs) > 1 else ""
     print(f"  {'':10} {'ours tok/s':>12} {'transformers':>13} {'ratio':>7}{spread}")
@@ -319,7 +293,8 @@ def main(args) -> None:
     if not args.no_memory:
         print(f"  {'peak MiB':10} {'ours':>12} {'transformers':>13} {'ratio':>7}")
         jobs = [(side, mode) for mode in MODES for side in ("ours", "transformers")]
-        peaks = iter(peak_memory_children(jobs, args.config, B, T, args.device, args.dtype))
+        peaks = iter(all_at_once(peak_memory_child, [(*job, args.config, B, T, args.device, args.dtype)
+                                                     for job in jobs]))
         for mode in MODES:
             a, b = next(peaks), next(peaks)
             print(f"  {mode:10} {a:12.0f} {b:13.0f} {a / max(b, 1e-9):6.2f}x")

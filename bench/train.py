@@ -26,7 +26,8 @@ torch.optim.AdamW foreach (and fused where this torch has it), bench/adamw.py.
 
 --device cuda / --dtype bf16 as in bench/model.py (bf16: forward and loss under autocast; the matmul peak is then
 a bf16 torch.mm, so the MFU is against the bf16 peak).
-Peak memory (peak_child): what training adds above the built model (gradients, optimizer state, activations).
+Peak memory (peak_child): what training adds above the built model (gradients, optimizer state, activations),
+measured for each side in its own fresh process (bench/children.py).
 
 Ratios, not seconds: these machines are noisy. Timed steps alternate between the sides, and the header prints the
 load average: when other processes compete for the cores (load above the core count), multi-threaded kernels wait
@@ -35,27 +36,22 @@ for descheduled threads and both sides slow down erratically; rerun on a quiet m
 from __future__ import annotations
 
 import gc
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from contextlib import nullcontext
-
 from bench.adamw import print_adamw_table
+from bench.children import all_at_once
 from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_token, matmul_peak_gflops
 from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib, parse_config,
                          peak_above_now, precision, set_fused, synchronize, train_step_fn)
 from cli.model_flags import add_explicit_math_argument
 from minigpt import GPT2
-
 
 
 # ----- the two sides --------------------------------------------------------------------------------------------
@@ -189,9 +185,9 @@ def interleaved(fns: dict, repeats: int) -> dict:
 
 
 def peak_child(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
-               dtype: str = "fp32") -> None:
-    """In a fresh process: build, keep one side, reset the kernel's peak-RSS counter, run 3 steps; print the MiB
-    of peak resident memory above the built model (so building the other side does not count)."""
+               dtype: str = "fp32") -> dict:
+    """In a fresh process (bench/children.py): build, keep one side, reset the kernel's peak-RSS counter, run 3
+    steps; the MiB of peak resident memory above the built model (so building the other side does not count)."""
     ours, hf = build_models(task, method, config)
     model, ours_cfg = (ours if side == "ours" else hf).to(device), gpt2_config(ours)
     del ours, hf
@@ -199,22 +195,19 @@ def peak_child(task: str, side: str, method: str, config: str, B: int, T: int, d
     batch = to_device(make_batch(task, ours_cfg.vocab_size, ours_cfg.eos_token_id, B, T), device)
     fn = step_fn(task, side, model, batch, precision(torch.device(device), dtype))
     above = peak_above_now(fn, device=device)  # the built model (and batch) do not count; what the steps add does
-    print(json.dumps({"above_model": above, "peak": memory_mib("VmHWM")}))
+    return {"above_model": above, "peak": memory_mib("VmHWM")}
 
 
 def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def peak_memory(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
+def peak_memory(task: str, method: str, config: str, B: int, T: int, device: str = "cpu",
                 dtype: str = "fp32") -> dict:
-    root = str(Path(__file__).resolve().parent.parent)  # the repository, whatever the working directory
-    code = f"import sys; sys.path.insert(0, {root!r}); from bench.train import peak_child; " \
-           f"peak_child({task!r}, {side!r}, {method!r}, {config!r}, {B}, {T}, {device!r}, {dtype!r})"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"peak-memory child ({side}, {method}) failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """{side: peak_child's result} for both sides of `method`, each in its own fresh process, both at once."""
+    sides = ("ours", "transformers")
+    results = all_at_once(peak_child, [(task, side, method, config, B, T, device, dtype) for side in sides])
+    return dict(zip(sides, results))
 
 
 # ----- the command ----------------------------------------------------------------------------------------------
@@ -312,9 +305,8 @@ def run_benchmark(settings: Settings) -> dict:
         print(f"  {'peak MiB':8} {'ours':>11} {'reference':>10} {'ratio':>7}   (peak RSS of 3 steps above the "
               "built model; fresh process per side)")
         for method in methods:
-            mem = {side: peak_memory(settings.task, side, method, settings.config, B, T, settings.device,
-                                     settings.dtype)["above_model"]
-                   for side in ("ours", "transformers")}
+            mem = {side: peak["above_model"] for side, peak in
+                   peak_memory(settings.task, method, settings.config, B, T, settings.device, settings.dtype).items()}
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "
                   f"{mem['ours'] / max(mem['transformers'], 1e-9):6.2f}x")
