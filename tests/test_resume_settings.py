@@ -151,28 +151,29 @@ def test_a_second_run_is_refused_naming_the_holder_then_a_killed_holder_is_taken
     assert (out / LOCK).read_text() == ""
 
 
-def test_two_runs_at_once_one_is_refused(tmp_path):
-    """The first run trains for far longer than the test lasts (it is killed at the end), so it holds the lock
-    while the second starts, however slow the machine is."""
+def test_two_runs_at_once_one_is_refused(tmp_path, capsys):
+    """The first run (a child process) trains for far longer than the test lasts (it is killed at the end), so it
+    holds the lock while the second (in this process) starts, however slow the machine is."""
     data = write_fixture(tmp_path / "data")
     tok = tokenizer_dir(tmp_path / "tok")
-    cmd = [sys.executable, str(ROOT / "run.py"), "sonnet", "--data-dir", str(data), "--out-dir",
-           str(tmp_path / "out"), "--model", "scratch", "--scratch-config", "n_layer=1,n_head=1,n_embd=16",
-           "--tokenizer", str(tok), "--epochs", "100000", "--skip-test", "--decoder", "greedy",
-           "--max-new-tokens", "2", "--dev-limit", "1", "--device", "cpu"]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    argv = ["sonnet", "--data-dir", str(data), "--out-dir", str(tmp_path / "out"), "--model", "scratch",
+            "--scratch-config", "n_layer=1,n_head=1,n_embd=16", "--tokenizer", str(tok), "--epochs", "100000",
+            "--skip-test", "--decoder", "greedy", "--max-new-tokens", "2", "--dev-limit", "1", "--device", "cpu"]
+    first = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = time.time() + 60
         while not (tmp_path / "out" / LOCK).is_file() or not (tmp_path / "out" / LOCK).read_text():
             assert time.time() < deadline and first.poll() is None, "the first run never took the lock"
             time.sleep(0.05)
-        second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        code = run.main(argv)
         assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
     finally:
         first.kill()
         first.communicate()
-    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    err = capsys.readouterr().err
+    assert code == 1 and f"pid {first.pid}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 # ---- a write that fails half-way -----------------------------------------------------------------------------

@@ -111,22 +111,26 @@ COMMON = ("--batch-size", "2", "--grad-accum", "2", "--epochs", "3")
 
 @pytest.fixture(scope="module")
 def kill_runs(tmp_path_factory):
+    """The two killed runs are child processes; the uninterrupted run and the two resumes run in this process
+    (while the children start), so a resume must restore everything itself: it cannot count on a fresh process."""
     root = tmp_path_factory.mktemp("kill")
     # mid-epoch: last.pt every 4 steps; killed in step 10 (loss_fn call 19) -> resumes at epoch 2, step 2 of 6
     # epoch boundary: last.pt at epoch ends only; killed in step 9 (call 17) -> resumes at epoch 2, step 0
     runs = {"full": ("--save-every", "4"), "mid": ("--save-every", "4"), "boundary": ("--save-every", "0")}
     kills = {"mid": ("--kill-at-call", "19"), "boundary": ("--kill-at-call", "17")}
-    procs = {name: _start(root / name, *COMMON, *flags, *kills.get(name, ())) for name, flags in runs.items()}
-    _finish(procs["full"])
-    for name in kills:
-        _finish(procs[name], returncode=-9)  # SIGKILL: no cleanup, no final save
-    positions = {}
-    for name in kills:
-        progress = torch.load(root / name / "last.pt", weights_only=True)["progress"]
-        positions[name] = (progress["epoch"], progress["step_in_epoch"])
-    resumed = {name: _start(root / name, *COMMON, *runs[name], "--resume") for name in kills}
-    for proc in resumed.values():
-        _finish(proc)
+    procs = {name: _start(root / name, *COMMON, *runs[name], *kill) for name, kill in kills.items()}
+    threads = torch.get_num_threads()
+    try:
+        script.main(["--out-dir", str(root / "full"), *COMMON, *runs["full"]])
+        for name in kills:
+            _finish(procs[name], returncode=-9)  # SIGKILL: no cleanup, no final save
+        positions = {}
+        for name in kills:
+            progress = torch.load(root / name / "last.pt", weights_only=True)["progress"]
+            positions[name] = (progress["epoch"], progress["step_in_epoch"])
+            script.main(["--out-dir", str(root / name), *COMMON, *runs[name], "--resume"])
+    finally:
+        torch.set_num_threads(threads)  # script.main sets one thread
     return root, positions
 
 
@@ -246,7 +250,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                 f"--master_port={_free_port()}")
     ddp = _start(tmp_path / "ddp", *flags, launcher=launcher)
-    _finish(_start(tmp_path / "one", *flags))
+    script.main(["--out-dir", str(tmp_path / "one"), *flags])  # one process: this one, while DDP runs
     _finish(ddp)
     one = torch.load(tmp_path / "one" / "result.pt", weights_only=True)
     two = torch.load(tmp_path / "ddp" / "result.pt", weights_only=True)
