@@ -64,8 +64,9 @@ def test_bad_grids_fail_before_any_run(tmp_path, capsys, grid, shared, message):
 
 
 def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
+    """The first sweep runs its two settings side by side (--gpus 0,1, on the CPU here); the second, one at a time."""
     out, shared = sonnet_setup
-    assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
+    assert sweep(out, ["lr=1e-3,3e-2"], shared, "--gpus", "0,1") == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["run"] for r in rows] == sorted((r["run"] for r in rows), key=lambda n: -next(
         x["dev_chrf"] for x in rows if x["run"] == n))
@@ -77,7 +78,8 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     table = capsys.readouterr().out
     assert table.index(rows[0]["run"] + " ") < table.index(rows[1]["run"] + " ")  # printed best first
 
-    # lr=1e-3 "interrupted" (its checkpoint, no result yet): continued with --resume; lr=3e-2 skipped
+    # lr=1e-3 "interrupted" (its checkpoint, no result yet): continued with --resume, one run at a time;
+    # lr=3e-2 skipped
     result = out / "lr=1e-3" / "result.json"
     before = json.loads(result.read_text())
     result.unlink()
@@ -89,18 +91,6 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     assert before["best_epoch"] == 1 and after["best_epoch"] is None  # (a mid-epoch evaluation is not kept)
 
 
-def test_a_failing_run_is_reported_and_the_sweep_goes_on(sonnet_setup, capsys):
-    out, shared = sonnet_setup
-    i = shared.index("--max-new-tokens")
-    shared = shared[:i] + shared[i + 2:]
-    # 1000 new tokens do not fit the tiny model's 256 positions: the run fails once its model is loaded
-    assert sweep(out, ["max-new-tokens=1000,16"], shared) == 1
-    rows = json.loads((out / "sweep.json").read_text())
-    assert [(r["run"], r["status"]) for r in rows] == [("max-new-tokens=16", "done"),
-                                                       ("max-new-tokens=1000", "failed (exit 1)")]
-    assert "max-new-tokens=1000: failed with exit status 1; going on" in capsys.readouterr().out
-
-
 def test_dry_run_prints_the_commands_and_runs_nothing(sonnet_setup, capsys):
     out, shared = sonnet_setup
     assert sweep(out, ["lr=1e-3,3e-3"], shared, "--dry-run") == 0
@@ -109,15 +99,23 @@ def test_dry_run_prints_the_commands_and_runs_nothing(sonnet_setup, capsys):
     assert not out.exists()
 
 
-def test_gpus_run_settings_side_by_side_with_their_output_in_log_files(sonnet_setup, capsys):
+def test_gpus_run_settings_side_by_side_a_failing_run_is_reported_and_the_sweep_goes_on(sonnet_setup, capsys):
     out, shared = sonnet_setup  # no GPU here: the runs use --device cpu, the scheduling is what is tested
-    assert sweep(out, ["lr=1e-3,3e-3,1e-2"], shared, "--gpus", "0,1") == 0
+    i = shared.index("--max-new-tokens")
+    shared = shared[:i] + shared[i + 2:]
+    # 1000 new tokens do not fit the tiny model's 256 positions: that run fails once its model is loaded
+    assert sweep(out, ["max-new-tokens=1000,16,12"], shared, "--gpus", "0,1") == 1
     said = capsys.readouterr().out
-    assert "[1/3] lr=1e-3: starting on GPU 0" in said and "[2/3] lr=3e-3: starting on GPU 1" in said
-    assert "[3/3] lr=1e-2: starting on GPU" in said  # on whichever GPU came free first
-    for name in ("lr=1e-3", "lr=3e-3", "lr=1e-2"):
+    assert "[1/3] max-new-tokens=1000: starting on GPU 0" in said and "[2/3] max-new-tokens=16: starting on GPU 1" in said
+    assert "[3/3] max-new-tokens=12: starting on GPU" in said  # on whichever GPU came free first
+    assert "max-new-tokens=1000: failed with exit status 1; going on" in said
+    rows = json.loads((out / "sweep.json").read_text())
+    assert sorted((r["run"], r["status"]) for r in rows) == [("max-new-tokens=1000", "failed (exit 1)"),
+                                                             ("max-new-tokens=12", "done"), ("max-new-tokens=16", "done")]
+    assert rows[-1]["run"] == "max-new-tokens=1000"  # a run without a score is ranked last
+    for name in ("max-new-tokens=16", "max-new-tokens=12"):
         assert "dev chrF" in (out / name / "log.txt").read_text() and (out / name / "result.json").is_file()
-    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())] == ["done"] * 3
+    assert "error: " in (out / "max-new-tokens=1000" / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("gpus", ["0,0", "a", "0,,1"])
