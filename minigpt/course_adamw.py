@@ -22,9 +22,10 @@ import math
 import torch
 
 from .optim import advance_state
+from .optimizer_base import Optimizer
 
 
-class CourseAdamW(torch.optim.Optimizer):
+class CourseAdamW(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"CourseAdamW: invalid hyperparameters lr={lr} betas={betas} eps={eps} "

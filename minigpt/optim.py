@@ -33,6 +33,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .optimizer_base import Optimizer
+
 # entries per list of pieces on CPU: 4 MiB of fp32 per tensor, so the five tensors of a list (p, g, m, v,
 # denominator) stay in the last-level cache; smaller pieces are as fast on an idle machine, but mean more
 # multi-threaded kernel launches, and each launch waits for every thread, which costs a lot when other processes
@@ -40,7 +42,7 @@ import torch.nn as nn
 CHUNK = 1 << 20
 
 
-class AdamW(torch.optim.Optimizer):
+class AdamW(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
                  foreach: bool = True):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
@@ -158,6 +160,35 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+class LRSchedule:
+    """The learning rate of every group = its base rate x multiplier(step), step = optimizer steps taken (from 0).
+
+    Call step() after each optimizer step. The same rates as torch.optim.lr_scheduler.LambdaLR(optimizer,
+    multiplier) (tests/test_optim.py); state_dict() keeps the step count and base rates for resuming.
+    """
+
+    def __init__(self, optimizer: Optimizer, multiplier):
+        self.optimizer, self.multiplier = optimizer, multiplier
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.steps = 0
+        self.set_rates()
+
+    def step(self) -> None:
+        self.steps += 1
+        self.set_rates()
+
+    def set_rates(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * self.multiplier(self.steps)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.steps, self.base_lrs = saved["steps"], list(saved["base_lrs"])
+        self.set_rates()
 
 
 def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -1,4 +1,7 @@
-"""minigpt.optim.AdamW against torch.optim.AdamW(foreach=True) on a tiny GPT2, on CPU (CUDA: tests/test_cuda.py)."""
+"""minigpt.optim.AdamW against torch.optim.AdamW(foreach=True) on a tiny GPT2, on CPU (CUDA: tests/test_cuda.py);
+its state_dict against torch's; LRSchedule against torch's LambdaLR."""
+import copy
+
 import pytest
 import torch
 
@@ -121,3 +124,73 @@ def test_pieces_of_the_cpu_lists_cover_every_entry_once(monkeypatch):
             x.add_(1)
     assert all(torch.equal(t, torch.ones_like(t)) for t in tensors)
     assert [t for _, _, _, _, ts in lists for t in ts][:3] == [1, 1, 1]  # a piece carries its parameter's step
+
+
+
+def test_state_dict_is_torchs_format_and_loads_both_ways():
+    """minigpt/optimizer_base.py writes torch.optim's format: after the same steps both number the parameters and
+    keep the state alike, and each optimizer continues from the other's state as from its own."""
+    model, reference = tiny_model(), tiny_model()
+    mine, theirs = ours(optim.param_groups(model, 0.1)), torch_adamw(optim.param_groups(reference, 0.1))
+    train(model, mine, 5)
+    train(reference, theirs, 5)
+    saved, want = mine.state_dict(), theirs.state_dict()
+    assert [g["params"] for g in saved["param_groups"]] == [g["params"] for g in want["param_groups"]]
+    for group, their_group in zip(saved["param_groups"], want["param_groups"]):
+        assert all(group[k] == their_group[k] for k in ("lr", "betas", "eps", "weight_decay"))
+    assert saved["state"].keys() == want["state"].keys()
+    for i, state in saved["state"].items():
+        assert state["step"] == int(want["state"][i]["step"]) == 5
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[k], want["state"][i][k], atol=1e-6, rtol=1e-5)
+
+    def five_more(model, optimizer):
+        return train(model, optimizer, 5, seed=2)
+
+    crossed = copy.deepcopy(model)
+    torch_from_ours = torch_adamw(optim.param_groups(crossed, 0.1))
+    torch_from_ours.load_state_dict(copy.deepcopy(saved))
+    crossed_back = copy.deepcopy(reference)
+    ours_from_torch = ours(optim.param_groups(crossed_back, 0.1))
+    ours_from_torch.load_state_dict(copy.deepcopy(want))
+    torch.testing.assert_close(five_more(crossed, torch_from_ours), five_more(model, mine), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(five_more(crossed_back, ours_from_torch), five_more(reference, theirs),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_zero_grad_and_bad_parameter_lists():
+    model = tiny_model()
+    opt = ours(optim.param_groups(model, 0.1))
+    train(model, opt, 1)
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="no parameters"):
+        ours([])
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        ours([{"params": [model.wte.weight]}, {"params": [model.wte.weight]}])
+    with pytest.raises(ValueError, match="groups of sizes"):
+        ours([model.wte.weight]).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no steps: rates only
+@pytest.mark.parametrize("multiplier", [lambda s: optim.linear_warmup_decay(s, 3, 10), lambda s: 0.5 ** s],
+                         ids=["linear-warmup-decay", "halving"])
+def test_lr_schedule_equals_torchs_lambda_lr_and_resumes(multiplier):
+    model = tiny_model()
+    mine, theirs = ours(optim.param_groups(model, 0.1)), torch_adamw(optim.param_groups(model, 0.1))
+    schedule = optim.LRSchedule(mine, multiplier)
+    reference = torch.optim.lr_scheduler.LambdaLR(theirs, multiplier)
+    rates = lambda opt: [g["lr"] for g in opt.param_groups]  # noqa: E731
+    for step in range(12):
+        assert rates(mine) == rates(theirs), step  # the same products base x multiplier(step): exactly equal
+        if step == 6:  # a new optimizer and schedule take over from the saved ones
+            saved_optimizer, saved_schedule = mine.state_dict(), schedule.state_dict()
+            mine = ours(optim.param_groups(model, 0.1))
+            mine.load_state_dict(saved_optimizer)
+            schedule = optim.LRSchedule(mine, multiplier)
+            schedule.load_state_dict(saved_schedule)
+            assert rates(mine) == rates(theirs)
+        schedule.step()
+        reference.step()

@@ -48,12 +48,13 @@ def epoch_plan(n_examples: int, batch_size: int, grad_accum: int, world_size: in
 
 
 def train_epoch(model: nn.Module, steps: Iterable[list], loss_fn: Callable[[nn.Module, object], torch.Tensor],
-                optimizer: torch.optim.Optimizer, scheduler, max_grad_norm: float,
+                optimizer, scheduler, max_grad_norm: float,
                 no_sync: Callable = nullcontext) -> Iterator[dict]:
     """Train `model` on `steps`, each a list of (batch, weight) micro-batches; yield {"loss", "grad_norm", "lr"}
     after every optimizer step (so the caller can log, save or stop between steps).
 
     loss_fn(model, batch) -> the mean loss over the micro-batch (a scalar tensor). max_grad_norm 0: no clipping.
+    optimizer and scheduler: minigpt.optim's AdamW and LRSchedule, or torch.optim's (the same methods).
     no_sync(): a context for all but each step's last micro-batch (DDP: keep the gradients local until then).
     Raises NonFiniteLossError before the optimizer step when the loss or the gradient norm is NaN or infinite.
     """

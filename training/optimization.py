@@ -12,16 +12,16 @@
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from minigpt.course_adamw import CourseAdamW
-from minigpt.optim import AdamW, linear_warmup_decay, param_groups
+from minigpt.optim import AdamW, LRSchedule, linear_warmup_decay, param_groups
+from minigpt.optimizer_base import Optimizer
 from training.config import CHOICES
 
 
 def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,
-                    foreach: bool = True) -> torch.optim.Optimizer:
+                    foreach: bool = True) -> Optimizer:
     """foreach=False (--explicit-math): AdamW updates one parameter at a time, the plain equations."""
     if name == "adamw":
         return AdamW(param_groups(module, weight_decay), lr=lr, weight_decay=weight_decay, foreach=foreach)
@@ -36,11 +36,10 @@ def warmup_constant(step: int, warmup_steps: int) -> float:
     return step / warmup_steps if step < warmup_steps else 1.0
 
 
-def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR of the named schedule; its state_dict saves the step for resuming."""
+def build_scheduler(optimizer: Optimizer, name: str, warmup_steps: int, total_steps: int) -> LRSchedule:
+    """The named schedule (minigpt/optim.py's LRSchedule); its state_dict saves the step for resuming."""
     if name == "linear":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, warmup_steps,
-                                                                                          total_steps))
+        return LRSchedule(optimizer, lambda s: linear_warmup_decay(s, warmup_steps, total_steps))
     if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_constant(s, warmup_steps))
+        return LRSchedule(optimizer, lambda s: warmup_constant(s, warmup_steps))
     raise ValueError(f"--schedule {name!r}: choose one of {', '.join(CHOICES['schedule'])}")
