@@ -1,8 +1,9 @@
 """`python run.py bench decoding`: our decoders vs transformers' `generate`, chrF and MBR vs sacrebleu.
 
-Same process, same random GPT-2 (the `gpt2` preset; --device cpu or cuda, --dtype fp32 or bf16) loaded into both
-implementations: a 32-token prompt, 64 new tokens, tokens per second of greedy, top-p sampling, contrastive
-search (k=4) and beam search (4 beams), the ratio ours / transformers, and whether the token ids are identical.
+Same process, same random GPT-2 (--config: the `gpt2` preset unless told; --device cpu or cuda, --dtype fp32 or
+bf16) loaded into both implementations: a 32-token prompt, 64 new tokens, tokens per second of greedy, top-p
+sampling, contrastive search (k=4) and beam search (4 beams), the ratio ours / transformers, and whether the token
+ids are identical.
 
 Batched (--batch 12 prompts, as many as the sonnet dev set, of 16 to 32 tokens, left-padded): the same decoders
 on the whole batch at once against transformers' batched `generate` on the same batch, and ours batched
@@ -22,17 +23,21 @@ stalls of two OpenMP threads waiting for each other while another process holds 
 """
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import string
 import tempfile
 import time
-
 from dataclasses import dataclass
 
 import torch
 
+from bench.model import bench_device, config_argument, parse_config
+from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
+
+DECODERS = ("greedy", "top-p", "contrastive", "beam")  # the first word of each row's name in decoder_cases
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Settings:
     warmup: int = 1
     chrf_pairs: int = 1000
     mbr_candidates: int = 32
-    decoders: str = "greedy,top-p,contrastive,beam"
+    decoders: str = "greedy,top-p,contrastive,beam"  # a subset of DECODERS
     batch: int = 12
     device: str = "cpu"
     dtype: str = "fp32"
@@ -53,24 +58,35 @@ class Settings:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2", help="preset size built with random weights")
-    parser.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens")
-    parser.add_argument("--new-tokens", type=int, default=64, help="tokens each decoder generates")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the median is reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
-    parser.add_argument("--chrf-pairs", type=int, default=1000, help="sentence pairs for corpus chrF")
-    parser.add_argument("--mbr-candidates", type=int, default=32, help="candidates for MBR selection")
+    parser.add_argument("--config", type=config_argument, default="gpt2",
+                        help="preset size built with random weights (or GPT2Config fields key=value,...)")
+    parser.add_argument("--prompt-tokens", type=number(int, 1), default=32, help="prompt length in tokens")
+    parser.add_argument("--new-tokens", type=number(int, 1), default=64, help="tokens each decoder generates")
+    parser.add_argument("--repeats", type=number(int, 1), default=3,
+                        help="timed runs per figure (the median is reported)")
+    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed runs before the timed ones")
+    parser.add_argument("--threads", type=number(int, 0), default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--chrf-pairs", type=number(int, 1), default=1000, help="sentence pairs for corpus chrF")
+    parser.add_argument("--mbr-candidates", type=number(int, 2), default=32, help="candidates for MBR selection")
     parser.add_argument("--only", choices=["all", "decoders", "chrf"], default="all",
                         help="decoders: only the generate comparison; chrf: only chrF and MBR")
-    parser.add_argument("--decoders", default="greedy,top-p,contrastive,beam",
-                        help="comma-separated subset of greedy,top-p,contrastive,beam")
-    parser.add_argument("--batch", type=int, default=12,
+    parser.add_argument("--decoders", type=decoder_list, default=",".join(DECODERS),
+                        help=f"comma-separated subset of {','.join(DECODERS)}")
+    parser.add_argument("--batch", type=number(int, 0), default=12,
                         help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
     add_explicit_math_argument(parser)  # ours only
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="weights and activations of both models (bf16 tokens may differ: rounding)")
+
+
+def decoder_list(text: str) -> str:
+    """--decoders: names from DECODERS, comma-separated, checked when the command line is parsed."""
+    unknown = [name for name in text.split(",") if name not in DECODERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown decoder(s) {', '.join(map(repr, unknown))}; choose from "
+                                         f"{','.join(DECODERS)}")
+    return text
 
 
 # ----- timing --------------------------------------------------------------------------------------------------
@@ -122,14 +138,13 @@ def read_bandwidth(num_bytes: int, repeats: int = 10) -> float:
 
 def build_pair(name: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32"):
     """transformers' GPT2LMHeadModel with random weights, and ours loaded from its checkpoint (our loader), both
-    moved to device and dtype."""
+    moved to device and dtype. name: a preset or GPT2Config fields (bench/model.py's parse_config)."""
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
 
-    from minigpt import GPT2Config
     from minigpt.checkpoint import load_pretrained
 
-    cfg = GPT2Config.from_name(name)
+    cfg = parse_config(name)
     torch.manual_seed(seed)
     hf = GPT2LMHeadModel(HFConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"})).eval()
     with tempfile.TemporaryDirectory() as d:
@@ -137,11 +152,6 @@ def build_pair(name: str, seed: int = 0, device: str = "cpu", dtype: str = "fp32
         ours = load_pretrained(d).eval()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     return ours.to(device, dtype), hf.to(device, dtype)
-
-
-def check_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: this machine has no CUDA GPU that torch can use (try --device cpu)")
 
 
 def decoder_cases(ours, hf, ids, n: int, eos: int, mask=None):
@@ -223,7 +233,7 @@ def bench_decoders(settings: Settings) -> bool:
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # keep the table readable (a notice about contrastive search's future home)
-    check_device(settings.device)
+    bench_device(settings.device)  # a one-line error where --device cuda has no GPU
     ours, hf = build_pair(settings.config, device=settings.device, dtype=settings.dtype)
     ours.set_fused(not settings.explicit_math)
     cfg = ours.config

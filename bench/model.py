@@ -14,6 +14,7 @@ it), the weights and the AdamW step staying fp32 (mixed precision, as the tasks 
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import re
 import statistics
@@ -23,6 +24,7 @@ from contextlib import nullcontext
 import torch
 
 from bench.children import all_at_once, one_after_another
+from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
 
 MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
@@ -54,7 +56,7 @@ def parse_config(text: str):
 
     if "=" not in text:
         if text not in PRESETS:
-            raise ValueError(f"--config {text!r}: not a preset ({', '.join(PRESETS)}) nor key=value,... fields")
+            raise ValueError(f"{text!r}: not a preset ({', '.join(PRESETS)}) nor key=value,... fields")
         return GPT2Config.from_name(text)
     fields = {}
     for item in text.split(","):
@@ -62,12 +64,21 @@ def parse_config(text: str):
         try:
             fields[key] = float(value) if key in ("dropout", "layer_norm_epsilon") else int(value)
         except ValueError:
-            raise ValueError(f"--config {text!r}: {item!r} is not key=number") from None
+            raise ValueError(f"{text!r}: {item!r} is not key=number") from None
     fields.setdefault("eos_token_id", fields.get("vocab_size", 50257) - 1)  # the last token, as in GPT-2
     try:
         return GPT2Config(**fields)
     except TypeError as e:
-        raise ValueError(f"--config {text!r}: {e}") from None
+        raise ValueError(f"{text!r}: {e}") from None
+
+
+def config_argument(text: str) -> str:
+    """--config (every bench command), checked when the command line is parsed: parse_config must accept it."""
+    try:
+        parse_config(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def bench_device(name: str) -> torch.device:
@@ -214,14 +225,15 @@ def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, dev
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2",
+    parser.add_argument("--config", type=config_argument, default="gpt2",
                         help="preset size to build with random weights (or GPT2Config fields key=value,...)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
-    parser.add_argument("--processes", type=int, default=1,
+    parser.add_argument("--batch-size", type=number(int, 1), default=4)
+    parser.add_argument("--seq-len", type=number(int, 2), default=128)
+    parser.add_argument("--repeats", type=number(int, 1), default=5,
+                        help="timed runs per measurement (median reported)")
+    parser.add_argument("--processes", type=number(int, 1), default=1,
                         help="repeat the timing in this many fresh processes: median ratio and its range")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--threads", type=number(int, 0), default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)
@@ -268,8 +280,6 @@ def measure_with_threads(threads: int, *measure_args) -> dict:
 
 
 def main(args) -> None:
-    if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}")
     if args.threads:
         torch.set_num_threads(args.threads)
     B, T = args.batch_size, args.seq_len

@@ -48,8 +48,9 @@ import torch.nn.functional as F
 from bench.adamw import print_adamw_table
 from bench.children import all_at_once
 from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_token, matmul_peak_gflops
-from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib, parse_config,
-                         peak_above_now, precision, set_fused, synchronize, train_step_fn)
+from bench.model import (add_device_arguments, bench_device, build_pair, config_argument, make_optimizer, memory_mib,
+                         parse_config, peak_above_now, precision, set_fused, synchronize, train_step_fn)
+from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
 from minigpt import GPT2
 
@@ -214,17 +215,17 @@ def peak_memory(task: str, method: str, config: str, B: int, T: int, device: str
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", default="gpt2",
+    parser.add_argument("--config", type=config_argument, default="gpt2",
                         help="preset size to build with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--task", choices=("lm", "sentiment"), default="lm",
                         help="lm: next-token loss (every method); sentiment: GPT-2 + 5-class head, full fine-tuning")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                         help="methods to run (default: all four for lm, full for sentiment)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per method (median reported)")
-    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmul peak")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--batch-size", type=number(int, 1), default=4)
+    parser.add_argument("--seq-len", type=number(int, 2), default=128)
+    parser.add_argument("--repeats", type=number(int, 1), default=5, help="timed rounds per method (median reported)")
+    parser.add_argument("--matmul-size", type=number(int, 1), default=2048, help="n of the n x n x n matmul peak")
+    parser.add_argument("--threads", type=number(int, 0), default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)

@@ -61,10 +61,12 @@ def test_bad_arguments_are_clear_errors(capsys, monkeypatch):
     assert run.main([*ARGS[:-2], "--device", "cuda"]) == 1
     assert capsys.readouterr().err.strip() == \
         "error: --device cuda: no CUDA GPU is visible to this process (use --device cpu)"
-    assert run.main([*ARGS, "--processes", "0"]) == 1
-    assert "--processes must be >= 1" in capsys.readouterr().err
-    assert run.main(["bench", "model", "--config", "gpt3"]) == 1
-    assert "not a preset" in capsys.readouterr().err
+    for flag, value, message in (("--processes", "0", "must be >= 1"), ("--config", "gpt3", "not a preset"),
+                                 ("--seq-len", "1", "must be >= 2"), ("--threads", "-1", "must be >= 0")):
+        with pytest.raises(SystemExit) as refused:  # when the command line is parsed, in one line
+            run.main([*ARGS, flag, value])
+        err = capsys.readouterr().err
+        assert refused.value.code == 1 and f"argument {flag}: " in err and message in err, err
 
 
 def test_explicit_math_measures_the_plain_equations_on_the_same_weights():
