@@ -16,12 +16,8 @@ import time
 
 import torch
 
+from bench.timing import synchronize
 import minigpt.optim as optim
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def variants(device: torch.device) -> dict:
@@ -61,10 +57,10 @@ def adamw_step_times(model: torch.nn.Module, repeats: int) -> dict:
         for _ in range(repeats):
             for name, step in steps.items():
                 optim.CHUNK = chunks[name]
-                sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 step()
-                sync(device)
+                synchronize(device)
                 times[name].append(time.perf_counter() - t0)
     finally:
         optim.CHUNK = default_chunk

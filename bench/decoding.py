@@ -11,7 +11,7 @@ against ours on the 12 prompts one at a time (tokens/s over all rows). One batch
 for all rows, so batching is the lever where batch-1 decoding is memory-bound.
 
 Then corpus chrF over 1,000 sentence pairs vs sacrebleu's CHRF, and MBR over 32 candidates vs a brute-force
-loop of sacrebleu sentence scores.
+loop of sacrebleu sentence scores (bench/chrf.py).
 
 The physical bound of batch-1 decoding: every step reads every weight once (the position table excepted), so
 tokens/s <= memory read bandwidth / weight bytes. The bandwidth is measured here, in the same run, by summing a
@@ -24,16 +24,15 @@ stalls of two OpenMP threads waiting for each other while another process holds 
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import string
 import tempfile
 import time
 from dataclasses import dataclass
 
 import torch
 
+from bench.chrf import bench_chrf
 from bench.model import bench_device, config_argument, parse_config
+from bench.timing import timed_pair
 from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
 
@@ -90,34 +89,6 @@ def decoder_list(text: str) -> str:
 
 
 # ----- timing --------------------------------------------------------------------------------------------------
-
-
-def synced(fn):
-    """fn, then wait for the GPU to finish its queued work (a no-op on the CPU), so the clock sees all of it."""
-    def run():
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return out
-    return run
-
-
-def timed_pair(fn_a, fn_b, repeats: int, warmup: int):
-    """Median seconds of fn_a() and fn_b(), run alternately (a burst of load hits both alike), and their last
-    outputs."""
-    fn_a, fn_b = synced(fn_a), synced(fn_b)
-    for _ in range(warmup):
-        fn_a(), fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out_a = fn_a()
-        t1 = time.perf_counter()
-        out_b = fn_b()
-        t2 = time.perf_counter()
-        times_a.append(t1 - t0)
-        times_b.append(t2 - t1)
-    return statistics.median(times_a), statistics.median(times_b), out_a, out_b
 
 
 def read_bandwidth(num_bytes: int, repeats: int = 10) -> float:
@@ -215,9 +186,11 @@ def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
     for name, (ours_fn, ref_fn) in batch_cases.items():
         if name.split()[0] not in chosen:
             continue
-        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup)
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup,
+                                                      settings.device)
         one_by_one = [decoder_cases(ours, hf, p, n, eos)[name][0] for p in singles]
-        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, settings.repeats, 0)
+        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, settings.repeats, 0,
+                                            settings.device)
         same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
         all_same &= same
         speed_ours = settings.batch * (out_ours.size(1) - ids.size(1)) / t_ours
@@ -258,7 +231,8 @@ def bench_decoders(settings: Settings) -> bool:
     for name, (ours_fn, ref_fn) in decoder_cases(ours, hf, ids, n, cfg.eos_token_id).items():
         if name.split()[0] not in chosen:
             continue
-        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup)
+        t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup,
+                                                      settings.device)
         same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
         all_same &= same
         speed_ours = (out_ours.size(1) - ids.size(1)) / t_ours
@@ -275,59 +249,6 @@ def bench_decoders(settings: Settings) -> bool:
     return all_same
 
 
-# ----- chrF and MBR --------------------------------------------------------------------------------------------
-
-
-def random_sentences(count: int, seed: int, words_per: tuple[int, int] = (5, 25)):
-    """Pseudo-English: words from a fixed random lexicon, some punctuation and capitals; references are the
-    hypotheses with about a third of their words replaced, so the pairs overlap partly, as real ones do."""
-    rng = random.Random(seed)
-    lexicon = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 9))) for _ in range(3000)]
-    lexicon += ["thee", "thou", "love", "time", "beauty", "éclat", "naïve", "—", "l'amour"]
-
-    def sentence(n):
-        words = [rng.choice(lexicon) for _ in range(n)]
-        words[0] = words[0].capitalize()
-        return " ".join(words) + rng.choice([".", "!", "?", ";", ""])
-
-    hyps = [sentence(rng.randint(*words_per)) for _ in range(count)]
-    refs = [" ".join(w if rng.random() > 0.33 else rng.choice(lexicon) for w in h.split()) for h in hyps]
-    return hyps, refs
-
-
-def bench_chrf(settings: Settings) -> bool:
-    from sacrebleu.metrics import CHRF
-
-    from decoding import corpus_chrf, mbr_select, sentence_chrf
-
-    reference_chrf = CHRF()
-    hyps, refs = random_sentences(settings.chrf_pairs, seed=0)
-    t_ours, t_ref, ours, ref = timed_pair(
-        lambda: corpus_chrf(hyps, refs), lambda: reference_chrf.corpus_score(hyps, [refs]).score,
-        settings.repeats, settings.warmup,
-    )
-    chrf_same = abs(ours - ref) <= 1e-9
-    print(f"  {'':18} {'ours s':>10} {'sacrebleu s':>12} {'speedup':>7}  identical")
-    print(f"  {f'corpus chrF x{len(hyps)}':18} {t_ours:10.3f} {t_ref:12.3f} {t_ref / t_ours:6.1f}x  "
-          f"{'yes' if chrf_same else 'NO'} ({ours:.6f} vs {ref:.6f})")
-
-    candidates, _ = random_sentences(settings.mbr_candidates, seed=1, words_per=(60, 110))  # sonnet-sized
-
-    def brute_force():
-        means = [statistics.fmean(reference_chrf.sentence_score(c, [o]).score
-                                  for j, o in enumerate(candidates) if j != i) for i, c in enumerate(candidates)]
-        return max(range(len(means)), key=means.__getitem__)  # the first of equal maxima
-
-    t_ours, t_ref, ours, ref = timed_pair(lambda: mbr_select(candidates), brute_force, settings.repeats,
-                                          settings.warmup)
-    # and one sentence-level check on the same strings
-    sentence_same = abs(sentence_chrf(candidates[0], [candidates[1]])
-                        - reference_chrf.sentence_score(candidates[0], [candidates[1]]).score) <= 1e-9
-    print(f"  {f'MBR x{len(candidates)}':18} {t_ours:10.3f} {t_ref:12.3f} {t_ref / t_ours:6.1f}x  "
-          f"{'yes' if ours == ref and sentence_same else 'NO'} (index {ours} vs {ref})")
-    return chrf_same and sentence_same and ours == ref
-
-
 def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -339,7 +260,7 @@ def main(args) -> int:
     if args.only in ("all", "decoders"):
         ok &= bench_decoders(settings)
     if args.only in ("all", "chrf"):
-        ok &= bench_chrf(settings)
+        ok &= bench_chrf(settings.chrf_pairs, settings.mbr_candidates, settings.repeats, settings.warmup)
     if not ok:
         print("MISMATCH: some outputs differ from the reference (see 'identical' above)")
     return 0 if ok else 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.model import synchronize, timed
+from bench.timing import synchronize, timed
 
 METHODS = ("full", "lora", "dora", "prefix")
 LORA = dict(r=8, alpha=16, dropout=0.1)

@@ -18,12 +18,12 @@ import argparse
 import gc
 import re
 import statistics
-import time
 from contextlib import nullcontext
 
 import torch
 
 from bench.children import all_at_once, one_after_another
+from bench.timing import synchronize, timed_pair
 from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
 
@@ -106,12 +106,6 @@ def precision(device: torch.device, dtype: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued kernels (a CUDA call returns before its kernel ends); nothing on a CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_step_fn(model, optimizer, ids, autocast=nullcontext):
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -157,30 +151,6 @@ def make_optimizer(side: str, model):
 
         return AdamW(param_groups(model, 0.01), lr=1e-5, foreach=is_fused(model))  # --explicit-math: plain
     return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def timed_pair(fn_a, fn_b, repeats: int) -> tuple[float, float]:
-    """Median seconds of fn_a() and fn_b(), timed alternately (a, b, a, b, ...) after a warm-up of each, so that
-    a burst of load from other processes hits both sides alike."""
-    fn_a(), fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def memory_mib(key: str) -> float:
@@ -267,7 +237,7 @@ def measure(config: str, B: int, T: int, repeats: int, device: str = "cpu", dtyp
             model.train() if mode == "train" else model.eval()
             fns.append(train_step_fn(model, make_optimizer(side, model), ids, autocast) if mode == "train"
                        else infer_fn(model, ids, autocast))
-        t_ours, t_ref = timed_pair(*fns, repeats=repeats)
+        t_ours, t_ref, _, _ = timed_pair(*fns, repeats=repeats)  # each step waits for the GPU itself
         result[mode] = (B * T / t_ours, B * T / t_ref)
     return result
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import gc
 import os
-import statistics
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
@@ -49,7 +47,8 @@ from bench.adamw import print_adamw_table
 from bench.children import all_at_once
 from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_token, matmul_peak_gflops
 from bench.model import (add_device_arguments, bench_device, build_pair, config_argument, make_optimizer, memory_mib,
-                         parse_config, peak_above_now, precision, set_fused, synchronize, train_step_fn)
+                         parse_config, peak_above_now, precision, set_fused, train_step_fn)
+from bench.timing import interleaved, synchronize
 from cli.arg_types import number
 from cli.model_flags import add_explicit_math_argument
 from minigpt import GPT2
@@ -166,23 +165,7 @@ def step_fn(task: str, side: str, model, batch: dict, autocast=nullcontext):
     return step
 
 
-# ----- timing, FLOPs, memory ------------------------------------------------------------------------------------
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each fn, one warm-up each, then `repeats` rounds alternating the sides.
-
-    Alternating (and flipping the order every round) spreads slow phases of a shared machine over both sides.
-    """
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for i in range(repeats):
-        for key in list(fns)[:: 1 if i % 2 == 0 else -1]:
-            t0 = time.perf_counter()
-            fns[key]()
-            times[key].append(time.perf_counter() - t0)
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in times.items()}
+# ----- memory ---------------------------------------------------------------------------------------------------------
 
 
 def peak_child(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
