@@ -165,7 +165,7 @@ def step_fn(task: str, side: str, model, batch: dict, autocast=nullcontext):
     return step
 
 
-# ----- memory ---------------------------------------------------------------------------------------------------------
+# ----- memory --------------------------------------------------------------------------------------------------
 
 
 def peak_child(task: str, side: str, method: str, config: str, B: int, T: int, device: str = "cpu",
