@@ -187,7 +187,9 @@ class LRSchedule:
         return {"steps": self.steps, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.steps, self.base_lrs = saved["steps"], list(saved["base_lrs"])
+        """Ours, or a LambdaLR's (its last_epoch counts the same steps: checkpoints written before LRSchedule)."""
+        self.steps = saved["steps"] if "steps" in saved else saved["last_epoch"]
+        self.base_lrs = list(saved["base_lrs"])
         self.set_rates()
 
 
