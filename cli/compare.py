@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decoding.chrf_significance import chrf_from_sums, segment_stats
+from decoding.chrf import chrf_from_sums, segment_stats
 from decoding.significance import (BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval,
                                    paired_test)
 from tasks.data import read_predictions, read_quora, read_sentiment, read_sonnets, sonnet_numbers

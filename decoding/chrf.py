@@ -287,27 +287,40 @@ def sentence_chrf(hypothesis: str, references: list[str], char_order: int = 6, w
     return f_score(best_reference_stats(hypothesis, references, char_order, word_order, beta), beta)
 
 
+def segment_stats(hypotheses: list[str], references: list[str] | list[list[str]], char_order: int = 6,
+                  word_order: int = 0, beta: float = 2.0, who: str = "chrF") -> list[list[int]]:
+    """Row i: hypotheses[i]'s (hyp_n, ref_n, match_n) of every order, flattened (sacreBLEU's segment statistics),
+    against its best reference. corpus_chrf is chrf_from_sums of their column sums; resampling the rows resamples
+    the corpus (chrf_significance.py)."""
+    check_options(char_order, word_order, beta)
+    if isinstance(hypotheses, str) or not isinstance(hypotheses, (list, tuple)) or len(hypotheses) == 0:
+        raise ValueError(f"{who}: hypotheses must be a non-empty list of strings, got {hypotheses!r:.80}")
+    if isinstance(references, str) or not isinstance(references, (list, tuple)):
+        raise ValueError(f"{who}: references must be a list, got {type(references).__name__}")
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{who}: {len(hypotheses)} hypotheses but {len(references)} references; they must be "
+                         "lists of the same length: references[i] is the reference (or list of references) of "
+                         "hypotheses[i]")
+    rows = []
+    for i, (hypothesis, refs) in enumerate(zip(hypotheses, references)):
+        if not isinstance(hypothesis, str):
+            raise TypeError(f"{who}: hypotheses[{i}] must be a string, got {type(hypothesis).__name__}")
+        refs = [refs] if isinstance(refs, str) else check_references(refs, f"{who} references[{i}]")
+        stats = best_reference_stats(hypothesis, refs, char_order, word_order, beta)
+        rows.append([count for order in stats for count in order])
+    return rows
+
+
+def chrf_from_sums(sums, beta: float = 2.0) -> float:
+    """chrF of summed segment statistics (a flat vector of per-order hyp_n, ref_n, match_n)."""
+    return f_score([tuple(sums[k:k + 3]) for k in range(0, len(sums), 3)], beta)
+
+
 def corpus_chrf(hypotheses: list[str], references: list[str] | list[list[str]], char_order: int = 6,
                 word_order: int = 0, beta: float = 2.0) -> float:
     """Corpus chrF, 0..100: references[i] is the reference of hypotheses[i] (a string) or its references (a
     list of strings; the best one counts). Per-order stats are summed over all segments before the F-score.
 
     Not sacreBLEU's argument shape: its `corpus_chrf(hyps, [refs])` takes a list of reference streams."""
-    check_options(char_order, word_order, beta)
-    if isinstance(hypotheses, str) or not isinstance(hypotheses, (list, tuple)) or len(hypotheses) == 0:
-        raise ValueError(f"corpus_chrf: hypotheses must be a non-empty list of strings, got {hypotheses!r:.80}")
-    if isinstance(references, str) or not isinstance(references, (list, tuple)):
-        raise ValueError(f"corpus_chrf: references must be a list, got {type(references).__name__}")
-    if len(hypotheses) != len(references):
-        raise ValueError(f"corpus_chrf: {len(hypotheses)} hypotheses but {len(references)} references; "
-                         "references[i] must be the reference (or list of references) of hypotheses[i]")
-    sums = [[0, 0, 0] for _ in range(char_order + word_order)]   # per order: hyp_n, ref_n, match_n
-    for i, (hypothesis, refs) in enumerate(zip(hypotheses, references)):
-        if not isinstance(hypothesis, str):
-            raise TypeError(f"corpus_chrf: hypotheses[{i}] must be a string, got {type(hypothesis).__name__}")
-        refs = [refs] if isinstance(refs, str) else check_references(refs, f"corpus_chrf references[{i}]")
-        for order_sum, stats in zip(sums, best_reference_stats(hypothesis, refs, char_order, word_order, beta)):
-            order_sum[0] += stats[0]
-            order_sum[1] += stats[1]
-            order_sum[2] += stats[2]
-    return f_score([tuple(order_sum) for order_sum in sums], beta)
+    rows = segment_stats(hypotheses, references, char_order, word_order, beta, who="corpus_chrf")
+    return chrf_from_sums([sum(column) for column in zip(*rows)], beta)
