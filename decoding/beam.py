@@ -147,7 +147,7 @@ def beam_search(
         pool_finished = pick(torch.cat([pool_finished, enters], dim=1), keep)
         pool_lengths = pick(torch.cat([pool_lengths, torch.full_like(cand_beam, n_new)], dim=1), keep)
 
-        if bool(ends.all()):  # max_new_tokens reached: nothing left to extend
+        if last_step:  # max_new_tokens reached: nothing left to extend
             break
         # the K best unfinished candidates are the next beams (a finished one scores NEG here)
         unfinished_scores = cand_scores + ends * NEG

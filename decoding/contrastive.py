@@ -148,7 +148,7 @@ def contrastive_search(
             seen[:, n] = token
         context[:, n] = unit(h[rows, best])  # (B, C)
         n += 1
-        if step == max_new_tokens - 1 or not bool(unfinished.any()):
+        if step == max_new_tokens - 1 or (eos_token_id is not None and not bool(unfinished.any())):
             break
         # next step: each group's chosen keys/values in all its rows, and its logits (LM head on it only)
         cache.keep_rows(best, position=cache.length - 1)

@@ -15,8 +15,10 @@ this order (as transformers' `generate` does):
 
 Every decoder in this package shares the checks and the "no_grad + eval mode" wrapper of common.py.
 
-Batches: every decoder takes B left-padded prompts (B, T) with attention_mask (B, T) (1 = token, 0 = padding)
-and returns what transformers' `generate` returns for the same batch with pad_token_id = eos_token_id.
+Batches: every decoder takes B left-padded prompts (B, T) with attention_mask (B, T) (1 = token, 0 = padding).
+Greedy, beam search and contrastive search (its default options) return what transformers' `generate` returns
+for the same batch with pad_token_id = eos_token_id; sampling does too with one generator (a list of them, one
+per row, is ours); contrastive search with padding does not let the repetition penalty count pad tokens.
 
 KV cache: the prompt is run once (the "prefill"; only its last position needs logits, `logits_to_keep=1`), then
 each step feeds the one new token together with the cached keys and values of everything before it.
@@ -41,7 +43,7 @@ def check_generator(generator, model, batch_size: int, who: str) -> None:
     for g in gens:
         if g is not None and not isinstance(g, torch.Generator):
             raise ValueError(f"{who}: generator must be a torch.Generator or a list of them, got {type(g).__name__}")
-        if g is not None and g.device.type != device.type:
+        if g is not None and (g.device.type, g.device.index or 0) != (device.type, device.index or 0):
             raise ValueError(f"{who}: the generator is on {g.device} but the model is on {device}; "
                              f"create it with torch.Generator(device='{device}')")
 
@@ -111,13 +113,14 @@ def sorted_values(x: torch.Tensor) -> torch.Tensor:
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                   fused: bool = True):
     """Temperature, then top-k (0 = off), then top-p (1.0 = off). fused=False (the model's config.fused,
-    `--explicit-math`): the plain top-p filter; True: its faster variant (same tokens kept)."""
+    `--explicit-math`) or logits on a GPU: the plain top-p filter; else its faster CPU variant (same tokens kept)."""
     if temperature != 1.0:
         logits = apply_temperature(logits, temperature)
     if top_k != 0:
         logits = top_k_filter(logits, top_k)
     if top_p != 1.0:
-        logits = top_p_filter_by_threshold(logits, top_p) if fused else top_p_filter(logits, top_p)
+        fast = fused and logits.device.type == "cpu"  # (on a GPU its tie check would wait for the GPU every step)
+        logits = top_p_filter_by_threshold(logits, top_p) if fast else top_p_filter(logits, top_p)
     return logits
 
 
@@ -154,8 +157,8 @@ def decode_loop(model, input_ids, attention_mask, max_new_tokens, choose, eos_to
             token = token.masked_fill(~unfinished[:, None], eos_token_id)  # finished rows: padding
             unfinished &= token[:, 0] != eos_token_id
         new_tokens.append(token)
-        if step == max_new_tokens - 1 or not bool(unfinished.any()):
-            break
+        if step == max_new_tokens - 1 or (eos_token_id is not None and not bool(unfinished.any())):
+            break  # (without eos no row finishes: no check, no wait for the GPU)
         out = model(token, attention_mask=mask_upto(mask, T + step + 1), past_key_values=cache,
                     use_cache=True)  # (B, 1) -> logits (B, 1, V)
     return torch.cat([input_ids, *new_tokens], dim=1)  # (B, T + n)
