@@ -12,7 +12,7 @@ complete file or the new complete one, never a mixture.
 
 A failed write raises OSError naming the path and the cause (for torch's own errors, the free space left).
 
-FILES_READ: {name: path} of every data file a task read in this process (tasks/data.py records them); the
+FILES_READ: {name: path} of every data file a task read in this process (tasks/data/files.py records them); the
 trainer fingerprints them so that --resume refuses a run whose data changed (training/run_settings.py).
 """
 from __future__ import annotations

@@ -119,6 +119,7 @@ def test_sentiment_resume_refuses_changed_settings_listing_all_of_them(sst, caps
 def test_resume_accepts_what_cannot_change_the_result(sst):
     argv, _ = sst
     assert run.main(argv("--max-steps", "1", "--save-every", "1")) == 0
+    assert run.main(argv("--resume", "--max-steps", "2", "--explicit-math")) == 0  # the equations written out
     assert run.main(argv("--resume", "--device", "auto")) == 0  # another device flag, no --max-steps
 
 

@@ -7,14 +7,15 @@ The record, stored in last.pt and built again on --resume:
                added later, with no list to keep up to date
     model      the state_dict's names and shapes, and the config of every submodule that has one (GPT2Config:
                dropout, layer_norm_epsilon, ... which the weights alone do not show)
-    files      size and SHA-256 of every data file the task read (minigpt.files.FILES_READ: tasks/data.py records
+    files      size and SHA-256 of every data file the task read (minigpt.files.FILES_READ: tasks/data/files.py records
                them), of every file a flag names (--augment, --load-head) and of the config and tokenizer files
                in a directory a flag names (--model DIR, --tokenizer DIR)
     n_train    the number of training examples
 
 Only settings that cannot change the numbers may differ: IGNORED below (where files go, the device, --resume
 itself, how often last.pt is written, where a smoke run stops: resumed runs are exact, see training/trainer.py;
---explicit-math, the same equations written out, equal to the fused kernels within float rounding as the device is).
+--explicit-math, the same equations written out, equal to the fused kernels within float rounding on a CPU; on a
+GPU with dropout its masks are other random draws, as on another device).
 A file read by only one of the two runs is not compared (the same settings read the same files).
 """
 from __future__ import annotations
@@ -73,12 +74,13 @@ def _plain(d: dict) -> dict:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Differences of the submodules' configs (dropout, layer_norm_epsilon, ...) between two records."""
+    """Differences of the submodules' configs (dropout, layer_norm_epsilon, ...) between two records; `fused`
+    is --explicit-math's switch (IGNORED), not a setting of the model."""
     problems = []
     for name in sorted(set(saved["configs"]) | set(current["configs"])):
         old, new = saved["configs"].get(name, {}), current["configs"].get(name, {})
         problems += [f"{name}.config.{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                     for k in sorted(set(old) | set(new)) if k != "fused" and old.get(k) != new.get(k)]
     return problems
 
 
