@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress: one way, the logging module
+    # progress: one way, the logging module; under torchrun only rank 0 reports (the others warn and err only)
+    main_process = int(os.environ.get("RANK", 0)) == 0
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     try:
         with out_dir_lock(args.command, getattr(args, "out_dir", None)):
             result = args._main(args)

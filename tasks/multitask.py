@@ -164,7 +164,6 @@ def read_encoded(data_dir: str | None, tokenizer, max_length: int, n_limit: int 
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     seed_everything(args.seed)
     weights = parse_task_weights(args.task_weights)
     body, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))

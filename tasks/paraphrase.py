@@ -114,7 +114,6 @@ def build_model(body, tokenizer, head: str, pooling: str = "last", head_file: st
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     resolve_protocol(args)
     seed_everything(args.seed)
     splits = read_splits(args.data_dir, args.limit, args.adversarial_ratio if args.adversarial else 0.0, args.seed,

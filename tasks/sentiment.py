@@ -88,7 +88,6 @@ def loss_of(protocol: str, rdrop: float, simcse: float, simcse_temp: float, batc
 def main(args) -> int:
     """Errors about the input (a missing file, a bad flag) are ValueError / OSError that name what is wrong;
     run.py prints them as one line."""
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     resolve_protocol(args)
     seed_everything(args.seed)  # before any initialisation: the head, LoRA's A, a scratch body
     splits = read_splits(args.data_dir, args.dataset, args.limit, args.augment)

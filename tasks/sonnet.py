@@ -105,11 +105,11 @@ def check_context(tokenizer, prompts: list[str], max_new_tokens: int, n_position
 
 
 def check_prompts(path: Path, prompts: list[str], numbers: list[int]) -> None:
-    for prompt, number in zip(prompts, numbers):
+    for prompt, sonnet_number in zip(prompts, numbers):
         lines = prompt.split("\n")
         empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
         if empty:
-            raise DataError(f"{path}: sonnet {number}: prompt line {empty[0]} is empty; a prompt is the first "
+            raise DataError(f"{path}: sonnet {sonnet_number}: prompt line {empty[0]} is empty; a prompt is the first "
                             f"{PROMPT_LINES} lines of a sonnet, one per line")
 
 
@@ -219,7 +219,6 @@ def make_evaluate(tokenizer, dev_prompts, dev_true, cfg: DecodeConfig, max_lines
 
 # ----- the task -----------------------------------------------------------------------------------------------
 def main(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = config_from_args(resolve_protocol(args))
     decoding = decode_config_from_args(args)
     finetune = finetune_config_from_args(args)
