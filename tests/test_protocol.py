@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import run
+from minigpt import load_pretrained
 from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
@@ -299,7 +300,10 @@ def test_sonnet_course_protocol_ends_with_the_last_epoch(tmp_path):
     history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert result["best_epoch"] == 3 and [h["epoch"] for h in history] == [1, 2, 3]
     assert [h["lr"] for h in history] == [3e-3] * 3  # the constant schedule (the given --lr wins)
-    assert result["dev_chrf"] == pytest.approx(history[-1]["dev_chrf"])  # the last epoch's model decoded
+    assert result["dev_chrf"] == pytest.approx(history[-1]["dev_chrf"])
+    exported = load_pretrained(out / "model").state_dict()  # the last epoch's weights, as the run ended
+    last = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert exported.keys() == last.keys() and all(torch.equal(exported[k], last[k]) for k in last)
 
 
 @pytest.mark.parametrize("task", ["sentiment", "paraphrase"])
