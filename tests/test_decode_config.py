@@ -9,6 +9,7 @@ from decoding import beam_search, contrastive_search, greedy, sample
 from decoding.config import DecodeConfig, decode
 from decoding.ensemble import candidate_ensemble, mbr_decode
 
+from ._margins import assert_stable
 from .conftest import tiny_pair
 
 WORDS = [f"w{i % 37}{'aeiou'[i % 5]}" for i in range(300)]
@@ -66,9 +67,10 @@ def test_the_ensemble_uses_the_named_alpha_spread(model):
 
 def test_a_left_padded_batch_samples_row_b_from_seed_plus_b(model):
     batch, mask = torch.cat([PROMPT, PROMPT]), torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
-    got = decode(model, batch, DecodeConfig(max_new_tokens=8, seed=3), attention_mask=mask, eos_token_id=EOS)
-    alone = sample(model, PROMPT[:, 1:], 8, temperature=1.2, top_p=0.9, generator=torch.Generator().manual_seed(4),
-                   eos_token_id=EOS)
+    got = assert_stable(lambda: decode(model, batch, DecodeConfig(max_new_tokens=8, seed=3), attention_mask=mask,
+                                       eos_token_id=EOS), model)  # no draw on a boundary another shape could move
+    alone = assert_stable(lambda: sample(model, PROMPT[:, 1:], 8, temperature=1.2, top_p=0.9,
+                                         generator=torch.Generator().manual_seed(4), eos_token_id=EOS), model)
     assert torch.equal(got[1, 1 : 1 + alone.size(1)], alone[0])
 
 
