@@ -85,7 +85,8 @@ def multitask(r, *extra):
 
 
 def generate(r, *extra, model=None):
-    return ["generate", "--model", str(model or r / "model"), "--prompt", "the", "--decoder", "greedy", *extra]
+    return ["generate", "--model", str(model or r / "model"), "--prompt", "the", "--decoder", "greedy",
+            "--device", "cpu", *extra]  # (a case's own --device comes later and wins)
 
 
 def malicious_last_pt(r):

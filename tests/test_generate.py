@@ -43,6 +43,11 @@ def test_generate_writes_greedy_text_with_and_without_explicit_math(model_dir, c
 
 
 def test_contrastive_k_reaches_the_decoder(model_dir, capsys):
+    from minigpt import load_pretrained
+
+    model = load_pretrained(str(model_dir)).eval()
+    ids = torch.tensor([Tokenizer.from_dir(model_dir).encode(PROMPT)])
+    assert greedy_margin(model, greedy(model, ids, 6), ids.size(1)) > MIN_MARGIN  # the two paths cannot split on a tie
     argv = ["generate", "--model", str(model_dir), "--prompt", PROMPT, "--decoder", "contrastive",
             "--max-new-tokens", "6", "--device", "cpu"]
     assert run.main([*argv, "--contrastive-k", "1"]) == 0  # one candidate: contrastive search is greedy

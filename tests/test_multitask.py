@@ -53,7 +53,7 @@ def test_multitask_runs_end_to_end_and_the_export_re_fine_tunes(tmp_path, caplog
     write_sentiment_files(data, "sst", sizes=(100, 30, 10))
     write_quora_files(data, sizes=(100, 30, 10))
     tok = tokenizer_dir(tmp_path / "tok")
-    common = ["--data-dir", data, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3"]
+    common = ["--data-dir", data, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu"]
     args = parse(multitask, *common, "--model", "scratch", "--tokenizer", tok, "--scratch-config", SCRATCH,
                  "--epochs", "3", "--task-weights", "sst=2,quora=1", "--out-dir", tmp_path / "mt")
     assert multitask.main(args) == 0

@@ -314,7 +314,7 @@ def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path,
     (write_sentiment_files if task == "sentiment" else write_quora_files)(tmp_path / "data", sizes=(24, 8, 6))
     argv = ["--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tokenizer_dir(tmp_path / "tok"),
             "--scratch-config", SCRATCH, "--dropout", "0", "--epochs", "2", "--out-dir", tmp_path / "run",
-            "--protocol", "course"]
+            "--protocol", "course", "--device", "cpu"]
     assert run.main([task, *(str(a) for a in argv)]) == 0
     log = caplog.text
     names = (["last-linear-layer-sst-dev-out.csv", "last-linear-layer-sst-test-out.csv"] if task == "sentiment"

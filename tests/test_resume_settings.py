@@ -116,8 +116,10 @@ def test_sentiment_resume_refuses_changed_settings_listing_all_of_them(sst, caps
     assert "file ids-sst-dev.csv: contents changed" in capsys.readouterr().err
 
 
-def test_resume_accepts_what_cannot_change_the_result(sst):
+def test_resume_accepts_what_cannot_change_the_result(sst, monkeypatch):
     argv, _ = sst
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # --device auto below means the CPU here too
+    monkeypatch.setattr("torch.backends.mps.is_available", lambda: False)
     assert run.main(argv("--max-steps", "1", "--save-every", "1")) == 0
     assert run.main(argv("--resume", "--max-steps", "2", "--explicit-math")) == 0  # the equations written out
     assert run.main(argv("--resume", "--device", "auto")) == 0  # another device flag, no --max-steps
