@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from .config import PRESETS, GPT2Config
-from .files import atomic_write
+from .files import atomic_write, atomic_write_text
 from .model import GPT2
 from .safetensors import DTYPE_NAMES, load_safetensors, save_safetensors
+from .state_dict import non_finite_tensors
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # not h.0.attn.c_attn.bias: that one is a weight
@@ -185,15 +186,14 @@ def check_dtypes(state: dict[str, torch.Tensor], model: GPT2, source) -> None:
                              "a weight, which needs a floating-point dtype (F32, F16 or BF16)")
 
 
-def warn_non_finite(state: dict[str, torch.Tensor], source) -> list[str]:
+def warn_non_finite(state: dict[str, torch.Tensor], source) -> None:
     """Warn, naming them, about tensors holding NaN or infinity (text generated from them is garbage; the
-    trainer refuses to train from them). Returns their names."""
-    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    trainer refuses to train from them)."""
+    bad = non_finite_tensors(state)
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         warnings.warn(f"{source}: {len(bad)} tensor(s) hold NaN or infinity: {shown}; these weights give "
                       "meaningless outputs and cannot be trained", stacklevel=3)
-    return bad
 
 
 def save_pretrained(model: GPT2, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
@@ -203,8 +203,7 @@ def save_pretrained(model: GPT2, out_dir: str | Path, tokenizer_dir: str | Path 
     save_safetensors(minigpt_state_dict_to_hf(model), out_dir / "model.safetensors", metadata={"format": "pt"})
     hf_config = model.config.to_hf_dict()
     hf_config["torch_dtype"] = str(model.wte.weight.dtype).removeprefix("torch.")
-    text = (json.dumps(hf_config, indent=2) + "\n").encode("utf-8")
-    atomic_write(out_dir / "config.json", lambda f: f.write(text))
+    atomic_write_text(out_dir / "config.json", json.dumps(hf_config, indent=2) + "\n")
     if tokenizer_dir is not None:
         for name in ("vocab.json", "merges.txt"):
             source = Path(tokenizer_dir) / name

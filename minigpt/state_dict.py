@@ -1,8 +1,9 @@
 """Checking a state dict against the model it should load into, before loading it.
 
 torch's load_state_dict(strict=True) stops at the first kind of problem; `state_dict_problems` lists every
-missing, unexpected and misshaped key at once, so one error message says everything. Used by the checkpoint
-reader (checkpoint.py), LoRA/DoRA adapters (lora.py) and prefix-tuning (prefix.py); it reads no files.
+missing, unexpected and misshaped key at once, so one error message says everything. Used by LoRA/DoRA adapters
+(lora.py) and prefix-tuning (prefix.py); it reads no files. `non_finite_tensors` names the tensors holding NaN or
+infinity (the checkpoint reader warns of them, the trainer refuses them).
 """
 from __future__ import annotations
 
@@ -18,3 +19,11 @@ def state_dict_problems(expected: dict[str, torch.Tensor], given: dict[str, torc
                   for k in sorted(set(expected) & set(given)) if given[k].shape != expected[k].shape]
     return [f"{what}: {', '.join(keys)}" for what, keys in
             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if keys]
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors (all on one device) that hold NaN or infinity; one read of the
+    answers, not one wait for the GPU per tensor."""
+    names = [name for name, t in state.items() if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(state[name]).all() for name in names]).tolist() if names else []
+    return [name for name, ok in zip(names, finite) if not ok]

@@ -47,6 +47,12 @@ def epoch_plan(n_examples: int, batch_size: int, grad_accum: int, world_size: in
     return [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
 
 
+def global_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """sqrt(sum of every gradient entry squared): the L2 norm of all the gradients as one vector."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
+
+
 def train_epoch(model: nn.Module, steps: Iterable[list], loss_fn: Callable[[nn.Module, object], torch.Tensor],
                 optimizer, scheduler, max_grad_norm: float,
                 no_sync: Callable = nullcontext) -> Iterator[dict]:
@@ -69,7 +75,8 @@ def train_epoch(model: nn.Module, steps: Iterable[list], loss_fn: Callable[[nn.M
                 (loss * weight).backward()  # adds weight * d loss / d param to every param.grad
             step_loss = step_loss + loss.detach() * weight
         # the gradient's global L2 norm over all trainable parameters, before clipping it to max_grad_norm
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm
+                          else global_norm(params))  # (clip_grad_norm_ would still scale every gradient by 1)
         step_loss = float(step_loss)
         # never step on NaN: the weights stay good. (DDP: a NaN on one rank reaches every rank's gradient through
         # the all-reduce, so all ranks refuse at the same step.)
