@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli.arg_types import number
 from decoding.chrf import chrf_from_sums, segment_stats
 from decoding.significance import (BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval,
                                    paired_test)
@@ -37,7 +38,7 @@ how to read it:
 examples:
   python run.py compare runs/a/generated_sonnets_dev.txt runs/b/generated_sonnets_dev.txt \\
       --refs data/TRUE_sonnets_held_out_dev.txt
-  python run.py compare runs/a/predictions/sst-dev-output.csv runs/b/predictions/sst-dev-output.csv \\
+  python run.py compare runs/a/predictions/full-model-sst-dev-out.csv runs/b/predictions/full-model-sst-dev-out.csv \\
       --gold data/ids-sst-dev.csv --test ar
 """
 
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", choices=("bs", "ar"), default="bs",
                         help="bs: paired bootstrap (sacrebleu --paired-bs); ar: approximate randomization "
                              "(--paired-ar) (default: bs)")
-    parser.add_argument("--samples", type=int, default=None,
+    parser.add_argument("--samples", type=number(int, 1), default=None,
                         help=f"resamples (bs, default {BOOTSTRAP_SAMPLES}) or trials (ar, default "
                              f"{RANDOMIZATION_TRIALS}) of the paired test; the intervals always use "
                              f"{BOOTSTRAP_SAMPLES}")
@@ -173,8 +174,6 @@ def print_table(name: str, files: list[str], rows: list[tuple], digits: int) -> 
 def main(args) -> int:
     if len(args.files) < 2:
         raise ValueError("compare: give at least two files (the first is the baseline)")
-    if args.samples is not None and args.samples < 1:
-        raise ValueError(f"--samples must be a positive integer, got {args.samples}")
     kinds = [file_kind(path) for path in args.files]
     if len(set(kinds)) > 1:
         other = next(i for i, kind in enumerate(kinds) if kind != kinds[0])

@@ -64,7 +64,7 @@ def add_decoder_arguments(parser: argparse.ArgumentParser, seed: bool = True) ->
                    help="prompts decoded together in one batch (left-padded; one forward per step for all of "
                         "them); 0 = all prompts at once. Deterministic decoders give the same text at any size")
     if seed:
-        g.add_argument("--seed", type=int, default=DEFAULT.seed, help="top-p/ensemble: seed of the sampling "
+        g.add_argument("--seed", type=number(int, 0), default=DEFAULT.seed, help="top-p/ensemble: seed of the sampling "
                                                                      "generator (prompt b draws from seed + b)")
 
 

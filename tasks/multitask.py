@@ -31,7 +31,9 @@ head-sst.safetensors (+ head-quora.safetensors). Re-fine-tuning on one task star
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 from functools import partial
 from pathlib import Path
 
@@ -120,18 +122,27 @@ def parse_task_weights(text: str) -> list[float]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in weights:
-            raise ValueError(f"--task-weights: expected name=weight with a name in {TASKS}, got {item!r}")
+            raise ValueError(f"expected name=weight with a name in {TASKS}, got {item!r}")
         try:
             weights[name.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"--task-weights: {value!r} in {item!r} is not a number") from None
-        if weights[name.strip()] < 0:
-            raise ValueError(f"--task-weights: weights must be >= 0, got {item!r}")
+            raise ValueError(f"{value!r} in {item!r} is not a number") from None
+        if not math.isfinite(weights[name.strip()]) or weights[name.strip()] < 0:
+            raise ValueError(f"weights must be finite and >= 0, got {item!r}")
     return [weights[name] for name in TASKS]
 
 
+def task_weights_argument(text: str) -> str:
+    """--task-weights, checked when the command line is parsed (parse_task_weights must accept it)."""
+    try:
+        parse_task_weights(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--task-weights", default="sst=1,quora=1",
+    parser.add_argument("--task-weights", type=task_weights_argument, default="sst=1,quora=1",
                         help="loss weight per task, name=weight,... (tasks: sst, quora)")
     parser.add_argument("--head", choices=("cloze", "classifier"), default="cloze",
                         help="Quora's head: the LM head's yes/no logits (cloze) or a linear head on --pooling")

@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from tasks.data.augment import read_augment_sentiment
+from cli.arg_types import number
 from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from training.checkpointing import write_result
@@ -50,7 +51,7 @@ def add_arguments(parser) -> None:
     add_data_arguments(parser, max_length=512)
     add_method_arguments(parser)
     add_model_arguments(parser, FINETUNE_CHOICES, default_finetune="full")
-    parser.add_argument("--head-dropout", type=float, default=None,
+    parser.add_argument("--head-dropout", type=number(float, 0, 1, high_open=True), default=None,
                         help="dropout on the pooled state before the classification head (None: the model's "
                              "dropout)")
     add_training_arguments(parser, epochs=10, batch_size=8, lr=2e-5, out_dir="runs/sentiment")

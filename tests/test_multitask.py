@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def test_task_weights_parse_with_clear_errors():
     assert parse_task_weights("sst=2,quora=0.5") == [2.0, 0.5]
     assert parse_task_weights("quora=3") == [1.0, 3.0]
-    for bad, message in (("imdb=1", "name in"), ("sst=x", "not a number"), ("sst=-1", ">= 0"), ("sst", "name=")):
+    for bad, message in (("imdb=1", "name in"), ("sst=x", "not a number"), ("sst=-1", ">= 0"), ("sst=nan", "finite"),
+                         ("sst", "name=")):
         with pytest.raises(ValueError, match=message):
             parse_task_weights(bad)
 

@@ -27,7 +27,8 @@ from tests.test_trainer import Affine, Scripted, affine_data, cfg_for, collate_x
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("sonnet", "sentiment", "paraphrase", "multitask")
-CANDIDATES = ("2", "0.5", "1", "0", "3", "7", "cpu", "n_layer=1")  # tried in order: the first the flag accepts and that differs
+CANDIDATES = ("2", "0.5", "1", "0", "3", "7", "cpu", "n_layer=1", "sst=2")  # tried in order: the first the flag
+# accepts and that differs
 
 
 def task_parser(task: str) -> argparse.ArgumentParser:
