@@ -189,8 +189,8 @@ def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
         t_ours, t_ref, out_ours, out_ref = timed_pair(ours_fn, ref_fn, settings.repeats, settings.warmup,
                                                       settings.device)
         one_by_one = [decoder_cases(ours, hf, p, n, eos)[name][0] for p in singles]
-        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, settings.repeats, 0,
-                                            settings.device)
+        t_single, _, outs, _ = timed_pair(lambda: [f() for f in one_by_one], lambda: None, settings.repeats,
+                                          settings.warmup, settings.device)  # warmed up like the batched sides
         same = out_ours.shape == out_ref.shape and torch.equal(out_ours, out_ref)
         all_same &= same
         speed_ours = settings.batch * (out_ours.size(1) - ids.size(1)) / t_ours

@@ -25,6 +25,7 @@ protocol's values. The minigpt values are the task's usual defaults, kept as the
 """
 from __future__ import annotations
 
+import re
 import argparse
 
 PROTOCOLS = ("minigpt", "course")
@@ -67,7 +68,7 @@ def add_protocol_argument(parser: argparse.ArgumentParser, task: str) -> None:
     for dest, value in course.items():
         action = actions[dest]
         minigpt[dest] = action.default
-        base = (action.help or "").replace(" (default: %(default)s)", "")
+        base = re.sub(r" \(default: [^)]*\)$", "", action.help or "")  # its own default note, replaced here
         action.help = (f"{base} (default: {_show(dest, action.default)}; "
                        f"--protocol course: {_show(dest, value)})")
         action.default = None  # None = not given on the command line: resolve_protocol fills it in

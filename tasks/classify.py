@@ -159,7 +159,7 @@ def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size:
 
 def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id: int, cfg, loss_fn,
                      eval_batch_size: int = 64):
-    """The shared trainer (tasks/train.py) with TrainConfig `cfg` on encoded["train"] with `loss_fn` (e.g.
+    """The shared trainer (training/trainer.py) with TrainConfig `cfg` on encoded["train"] with `loss_fn` (e.g.
     partial(classification_loss, rdrop=..., simcse=...)); dev accuracy on encoded["dev"] picks the best epoch.
     Returns the trainer's result."""
     return train(model, encoded["train"], partial(collate, pad_id=pad_id), loss_fn, cfg,

@@ -2,21 +2,21 @@
 
     python run.py sentiment --dataset sst --model gpt2 --finetune full --lr 2e-5 --epochs 10 --out-dir runs/sst
 
-Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (tasks/train.py:
+Reads ids-{dataset}-{train,dev,test-student}.csv from --data-dir, trains with the shared trainer (training/trainer.py:
 checkpoints, warmup/decay, clipping, --resume) on cross-entropy (+ --rdrop, --simcse), reports dev accuracy and
 macro-F1 after every epoch (the best epoch by dev accuracy is kept), then with the best weights (--select last:
 the last epoch's) writes
 
     <out-dir>/predictions/{mode}-{dataset}-{dev,test}-out.csv   (the course's format and names)
-    <out-dir>/model/   the GPT-2 body as a model directory (LoRA/DoRA merged) + head-{dataset}.safetensors
+    <out-dir>/model/   the GPT-2 body as a model directory (LoRA/DoRA merged) + head-{dataset}.safetensors,
+                       so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors`
+                       continues from it
 
 {mode} is the course's name of the --finetune mode, full-model or last-linear-layer; lora and dora, which the
 course does not have, keep their own names (lora-sst-dev-out.csv). --protocol course trains as the course's
 classifier.py (cli/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW, and its loss
 (classify.course_summed_loss: summed over the batch, divided by --batch-size; with --rdrop or --simcse,
 which the course does not have, the usual loss).
-
-so `--model <out-dir>/model --load-head <out-dir>/model/head-{dataset}.safetensors` continues from it.
 """
 from __future__ import annotations
 
