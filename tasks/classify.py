@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from minigpt.safetensors import load_safetensors, save_safetensors
 from tasks.losses import info_nce, rdrop_loss
 from tasks.modeling import export_language_model
+from training.checkpointing import write_result
 from training.distributed import get_world_size
 from training.trainer import train
 
@@ -152,7 +153,11 @@ def macro_f1(preds: list[int], labels: list[int]) -> float:
 def evaluate(model: nn.Module, examples: list[Encoded], pad_id: int, batch_size: int = 64,
              prefix: str = "dev_") -> dict[str, float]:
     """{prefix + 'accuracy', prefix + 'macro_f1'} of the model's predictions on labelled examples."""
-    preds = predict(model, examples, pad_id, batch_size)
+    return scores(predict(model, examples, pad_id, batch_size), examples, prefix)
+
+
+def scores(preds: list[int], examples: list[Encoded], prefix: str = "dev_") -> dict[str, float]:
+    """{prefix + 'accuracy', prefix + 'macro_f1'} of predictions made for labelled examples."""
     labels = [label for _, label in examples]
     return {f"{prefix}accuracy": accuracy(preds, labels), f"{prefix}macro_f1": macro_f1(preds, labels)}
 
@@ -168,20 +173,25 @@ def train_classifier(model: nn.Module, encoded: dict[str, list[Encoded]], pad_id
 
 
 def write_predictions(model: nn.Module, encoded: dict[str, list[Encoded]], ids: dict[str, list[str]], pad_id: int,
-                      out_dir, write_fn, file_name: Callable[[str], str], eval_batch_size: int = 64) -> None:
+                      out_dir, write_fn, file_name: Callable[[str], str],
+                      eval_batch_size: int = 64) -> dict[str, list[int]]:
     """Predict the dev and test splits and write each with `write_fn(path, ids, preds)` (the task's course
-    format) to <out_dir>/predictions/<file_name(split)>."""
+    format) to <out_dir>/predictions/<file_name(split)>; returns {split: preds}."""
+    written = {}
     for split in ("dev", "test"):
-        preds = predict(model, encoded[split], pad_id, eval_batch_size)
-        path = write_fn(Path(out_dir) / "predictions" / file_name(split), ids[split], preds)
+        written[split] = predict(model, encoded[split], pad_id, eval_batch_size)
+        path = write_fn(Path(out_dir) / "predictions" / file_name(split), ids[split], written[split])
         logger.info(f"wrote {path}")
+    return written
 
 
-def dev_summary(best: dict[str, float], result, model_dir) -> str:
-    """The run's last line: the dev accuracy and macro-F1 `best` of the model as it ends (the weights --select
-    chose; the trainer's `result` says which) and where it went."""
-    return (f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
-            f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
+def finish_run(out_dir, dev: list[Encoded], dev_preds: list[int], result, model_dir, settings: dict) -> None:
+    """result.json (it marks the run finished) and the run's last line: the dev accuracy and macro-F1 of the
+    predictions just written, i.e. of the model as it ends (the weights --select chose; `result` says which)."""
+    best = scores(dev_preds, dev)
+    write_result(out_dir, best, result.model_epoch, settings)
+    print(f"{result.describe()}: dev accuracy {best['dev_accuracy']:.4f}, dev macro-F1 "
+          f"{best['dev_macro_f1']:.4f}; model exported to {model_dir}")
 
 
 # ---- checks and limits ------------------------------------------------------------------------------------------

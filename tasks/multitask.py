@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from cli.classify_flags import add_data_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from training.checkpointing import write_result
-from tasks.classify import collate, encode_examples, evaluate, export_model, limit, max_length_for, predict
+from tasks.classify import (collate, encode_examples, evaluate, export_model, limit, max_length_for, predict,
+                            scores)
 from tasks.heads import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
@@ -132,6 +133,11 @@ def parse_task_weights(text: str) -> list[float]:
     return [weights[name] for name in TASKS]
 
 
+def with_mean_accuracy(metrics: dict[str, float]) -> dict[str, float]:
+    """The per-task dev metrics plus dev_mean_accuracy, the metric that picks the best epoch."""
+    return metrics | {"dev_mean_accuracy": sum(metrics[f"{name}_dev_accuracy"] for name in TASKS) / len(TASKS)}
+
+
 def task_weights_argument(text: str) -> str:
     """--task-weights, checked when the command line is parsed (parse_task_weights must accept it)."""
     try:
@@ -192,8 +198,7 @@ def main(args) -> int:
         metrics = {}
         for t, name in enumerate(TASKS):
             metrics |= evaluate(TaskView(m, t), encoded[name]["dev"], pad_id, args.eval_batch_size, f"{name}_dev_")
-        metrics["dev_mean_accuracy"] = sum(metrics[f"{name}_dev_accuracy"] for name in TASKS) / len(TASKS)
-        return metrics
+        return with_mean_accuracy(metrics)
 
     result = train(model, train_data, partial(collate_tagged, pad_id=pad_id),
                    partial(multitask_loss, weights=weights), config_from_args(args),
@@ -202,14 +207,17 @@ def main(args) -> int:
         return 0
     out_dir = Path(args.out_dir)
     writers = {"sst": ("sst", write_sentiment_predictions), "quora": ("para", write_paraphrase_predictions)}
+    best = {}  # the scores of the dev predictions written here: the model as it ends
     for t, name in enumerate(TASKS):
         prefix, write = writers[name]
         for split in ("dev", "test"):
             preds = predict(TaskView(model, t), encoded[name][split], pad_id, args.eval_batch_size)
             ids = [e.id for e in examples[name][split]]
             logger.info(f"wrote {write(out_dir / 'predictions' / f'{prefix}-{split}-output.csv', ids, preds)}")
+            if split == "dev":
+                best |= scores(preds, encoded[name]["dev"], f"{name}_dev_")
+    best = with_mean_accuracy(best)
     model_dir = export_model(model.body, model.heads(), out_dir / "model", tokenizer_dir, args.model)
-    best = evaluate_tasks(model)
     write_result(out_dir, best, result.model_epoch, vars(args))
     where = result.describe()
     print(f"{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items())

@@ -27,9 +27,8 @@ from cli.arg_types import number
 from tasks.data.augment import read_augment_pairs
 from cli.classify_flags import add_data_arguments, add_method_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
-from training.checkpointing import write_result
-from tasks.classify import (check_method_arguments, classification_loss, dev_summary, evaluate, export_model, limit,
-                            load_head, max_length_for, train_classifier, write_predictions)
+from tasks.classify import (check_method_arguments, classification_loss, export_model, finish_run, limit, load_head,
+                            max_length_for, train_classifier, write_predictions)
 from tasks.heads import GPT2Classifier
 from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
@@ -135,11 +134,9 @@ def main(args) -> int:
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
-    write_predictions(model, encoded, ids, pad_id, args.out_dir, write_paraphrase_predictions,
+    preds = write_predictions(model, encoded, ids, pad_id, args.out_dir, write_paraphrase_predictions,
                       lambda split: f"para-{split}-output.csv", args.eval_batch_size)
     heads = {"quora": model.head} if args.head == "classifier" else {}
     model_dir = export_model(model.body, heads, Path(args.out_dir) / "model", tokenizer_dir, args.model)
-    best = evaluate(model, encoded["dev"], pad_id, args.eval_batch_size)
-    write_result(args.out_dir, best, result.model_epoch, vars(args))  # result.json marks the run finished
-    print(dev_summary(best, result, model_dir))
+    finish_run(args.out_dir, encoded["dev"], preds["dev"], result, model_dir, vars(args))
     return 0
