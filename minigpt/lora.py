@@ -36,7 +36,7 @@ DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")  # add "mlp.c_fc", "mlp.c_proj"
 class LoRALinear(nn.Module):
     """y = W0 x + b + (alpha / r) * B A dropout(x), with W0 and b frozen."""
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0, fused: bool = True):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base).__name__}")
@@ -56,7 +56,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **factory))  # (out, r): zero, so BA = 0
         # A as nn.Linear's default init (kaiming-uniform, a = sqrt(5)), as the LoRA reference code and peft do
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout, fused) if dropout > 0 else nn.Identity()  # fused: as the model's
         self.merged = False  # True: W0 + update lives in self.weight and forward must not add it again
 
     def delta_weight(self) -> torch.Tensor:
@@ -91,8 +91,8 @@ class LoRALinear(nn.Module):
 class DoRALinear(LoRALinear):
     """W' = m * (W0 + s B A) / ||W0 + s B A||_row (norm detached), m: (out,) initialised to ||W0||_row."""
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
-        super().__init__(base, r, alpha, dropout)
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0, fused: bool = True):
+        super().__init__(base, r, alpha, dropout, fused)
         with torch.no_grad():
             self.magnitude = nn.Parameter(self.weight_norm())  # (out,); B = 0 here, so this is ||W0||
         self.merged_norm: torch.Tensor | None = None  # the norm used by merge, needed again by unmerge
@@ -181,15 +181,13 @@ def inject_adapters(
                 f"{', '.join(sorted({n.split('.', 2)[-1] for n in linears}))}"
             )
     # build every adapter first (a bad r or dropout fails here), then freeze and swap them in
+    fused = getattr(getattr(model, "config", None), "fused", True)  # a model set to the explicit math stays so
     adapters = {}
     for name in chosen:
         base = model.get_submodule(name)
-        adapters[name] = ADAPTERS[method](base, r, alpha, dropout).train(base.training)  # eval model: no dropout
+        adapters[name] = ADAPTERS[method](base, r, alpha, dropout, fused).train(base.training)  # eval: no dropout
     model.requires_grad_(False)
-    fused = getattr(getattr(model, "config", None), "fused", True)  # a model set to the explicit math stays so
     for name, adapter in adapters.items():
-        if isinstance(adapter.dropout, Dropout):
-            adapter.dropout.fused = fused
         parent, child = split_name(model, name)
         setattr(parent, child, adapter)
     return model

@@ -32,7 +32,7 @@ class OutDirLockedError(RuntimeError):
     """Another running process holds the output directory."""
 
 
-def prepare_out_dir(out_dir: str | Path) -> Path:
+def make_out_dir(out_dir: str | Path) -> Path:
     """Create --out-dir (and its parents); a clear error when it is a file or cannot be created."""
     path = Path(out_dir).expanduser()
     if path.exists() and not path.is_dir():
@@ -46,7 +46,7 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
 
 def acquire(out_dir: str | Path) -> None:
     """Lock `out_dir` for this process (created if missing), or OutDirLockedError naming the holder's pid."""
-    path = prepare_out_dir(out_dir).resolve()
+    path = make_out_dir(out_dir).resolve()
     if path in _held:
         _held[path][1] += 1
         return
