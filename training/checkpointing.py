@@ -3,7 +3,8 @@
 Files in a run's out_dir:
 
     last.pt              everything needed to continue: model, optimizer, schedule, RNG states of every rank,
-                         the position in the data (epoch, step within the epoch), history, best list, config
+                         the position in the data (epoch, step within the epoch), history, best list, and the
+                         run's record (training/run_settings.py: settings, model signature, data fingerprints)
     best-epoch{E:03d}.pt the weights after epoch E and its dev metrics, for the k best epochs only
     metrics.jsonl        one JSON line per finished epoch
     result.json          written by the task when the whole run is done (final dev metrics, best epoch): its
@@ -94,7 +95,7 @@ def load_file(path: str | Path, map_location="cpu", missing: str = "no checkpoin
         raise CheckpointError(missing.format(path=path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:  # it asks to build Python objects: loading it could run code
+    except pickle.UnpicklingError:  # it asks to build Python objects: loading it could run code
         raise CheckpointError(f"{path} is not a minigpt checkpoint: it holds Python objects other than tensors "
                               "and plain values, which could run code when loaded. Do not load it with "
                               "weights_only=False; delete it, or use a checkpoint minigpt wrote") from None

@@ -49,8 +49,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.checkpointing import (FORMAT, LAST, METRICS, best_path, capture_rng_state, load_file,
-                                    model_signature, prepare_out_dir, restore_rng_state, tidy_after_resume,
-                                    update_best, write_run_file)
+                                    prepare_out_dir, restore_rng_state, tidy_after_resume, update_best,
+                                    write_run_file)
 from training.config import TrainConfig
 from training.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                   init_distributed, is_main_process, resolve_device, run_on_main)
@@ -257,8 +257,7 @@ class _Trainer:
         p.best, removed = update_best(p.best, entry, cfg.keep_best)
         if any(e is entry for e in p.best):
             self._check_weights_finite()
-            state = {"model": self.module.state_dict(), "metrics": metrics, "epoch": epoch,
-                     "signature": model_signature(self.module)}
+            state = {"model": self.module.state_dict(), "metrics": metrics, "epoch": epoch}
             run_on_main(lambda: write_run_file(best_path(self.out_dir, epoch), state))
         return removed
 
@@ -266,10 +265,9 @@ class _Trainer:
     def _save_last(self) -> None:
         self._check_weights_finite()
         rng = gather_to_all(capture_rng_state(self.device))  # every rank's streams, in rank order
-        ckpt = {"format": FORMAT, "model": self.module.state_dict(), "signature": model_signature(self.module),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
-                "progress": asdict(self.progress), "config": asdict(self.cfg), "world_size": self.world,
-                "n_train": len(self.data), "record": self.record}
+        ckpt = {"format": FORMAT, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng, "progress": asdict(self.progress),
+                "world_size": self.world, "record": self.record}  # record: settings, model signature, data
         run_on_main(lambda: write_run_file(self.last_path, ckpt))
         self.last_saved = True
 
