@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from bench.chrf import bench_chrf
-from bench.model import bench_device, config_argument, parse_config
+from bench.model import bench_device, parse_config
 from bench.timing import timed_pair
-from cli.arg_types import number
+from cli.arg_types import checked_text, number
 from cli.model_flags import add_explicit_math_argument
 
 DECODERS = ("greedy", "top-p", "contrastive", "beam")  # the first word of each row's name in decoder_cases
@@ -57,7 +57,7 @@ class Settings:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", type=config_argument, default="gpt2",
+    parser.add_argument("--config", type=checked_text(parse_config), default="gpt2",
                         help="preset size built with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--prompt-tokens", type=number(int, 1), default=32, help="prompt length in tokens")
     parser.add_argument("--new-tokens", type=number(int, 1), default=64, help="tokens each decoder generates")

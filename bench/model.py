@@ -14,7 +14,6 @@ it), the weights and the AdamW step staying fp32 (mixed precision, as the tasks 
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import re
 import statistics
@@ -24,7 +23,7 @@ import torch
 
 from bench.children import all_at_once, one_after_another
 from bench.timing import synchronize, timed_pair
-from cli.arg_types import number
+from cli.arg_types import checked_text, number
 from cli.model_flags import add_explicit_math_argument
 
 MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
@@ -70,15 +69,6 @@ def parse_config(text: str):
         return GPT2Config(**fields)
     except TypeError as e:
         raise ValueError(f"{text!r}: {e}") from None
-
-
-def config_argument(text: str) -> str:
-    """--config (every bench command), checked when the command line is parsed: parse_config must accept it."""
-    try:
-        parse_config(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
 
 
 def bench_device(name: str) -> torch.device:
@@ -195,7 +185,7 @@ def peak_memory_child(side: str, mode: str, name: str, batch: int, seq: int, dev
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", type=config_argument, default="gpt2",
+    parser.add_argument("--config", type=checked_text(parse_config), default="gpt2",
                         help="preset size to build with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--batch-size", type=number(int, 1), default=4)
     parser.add_argument("--seq-len", type=number(int, 2), default=128)

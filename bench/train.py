@@ -46,10 +46,10 @@ import torch.nn.functional as F
 from bench.adamw import print_adamw_table
 from bench.children import all_at_once
 from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_token, matmul_peak_gflops
-from bench.model import (add_device_arguments, bench_device, build_pair, config_argument, make_optimizer, memory_mib,
+from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib,
                          parse_config, peak_above_now, precision, set_fused, train_step_fn)
 from bench.timing import interleaved, synchronize
-from cli.arg_types import number
+from cli.arg_types import checked_text, number
 from cli.model_flags import add_explicit_math_argument
 from minigpt import GPT2
 
@@ -198,7 +198,7 @@ def peak_memory(task: str, method: str, config: str, B: int, T: int, device: str
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", type=config_argument, default="gpt2",
+    parser.add_argument("--config", type=checked_text(parse_config), default="gpt2",
                         help="preset size to build with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--task", choices=("lm", "sentiment"), default="lm",
                         help="lm: next-token loss (every method); sentiment: GPT-2 + 5-class head, full fine-tuning")

@@ -4,6 +4,7 @@
     parser.add_argument("--batch-size", type=number(int, 1))              # an integer >= 1
     parser.add_argument("--dropout", type=number(float, 0, 1, high_open=True))  # a finite float in [0, 1)
     parser.add_argument("--device", type=device_name)                      # auto, cpu, cuda[:N], mps: available here
+    parser.add_argument("--task-weights", type=checked_text(parse_task_weights))  # the text, once parsed without error
 """
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ def number(kind, low=None, high=None, low_open=False, high_open=False):
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type: "invalid int value"
+    return parse
+
+
+def checked_text(check):
+    """An argparse type that keeps the text as given once check(text) has accepted it; check's ValueError (which
+    says what is wrong) becomes argparse's one-line error."""
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    parse.__name__ = check.__name__
     return parse
 
 

@@ -31,7 +31,6 @@ head-sst.safetensors (+ head-quora.safetensors). Re-fine-tuning on one task star
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from functools import partial
@@ -41,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cli.arg_types import checked_text
 from cli.classify_flags import add_data_arguments
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from training.checkpointing import write_result
@@ -138,17 +138,8 @@ def with_mean_accuracy(metrics: dict[str, float]) -> dict[str, float]:
     return metrics | {"dev_mean_accuracy": sum(metrics[f"{name}_dev_accuracy"] for name in TASKS) / len(TASKS)}
 
 
-def task_weights_argument(text: str) -> str:
-    """--task-weights, checked when the command line is parsed (parse_task_weights must accept it)."""
-    try:
-        parse_task_weights(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
 def add_arguments(parser) -> None:
-    parser.add_argument("--task-weights", type=task_weights_argument, default="sst=1,quora=1",
+    parser.add_argument("--task-weights", type=checked_text(parse_task_weights), default="sst=1,quora=1",
                         help="loss weight per task, name=weight,... (tasks: sst, quora)")
     parser.add_argument("--head", choices=("cloze", "classifier"), default="cloze",
                         help="Quora's head: the LM head's yes/no logits (cloze) or a linear head on --pooling")
