@@ -1,9 +1,11 @@
 """Writing files so that a crash never leaves half of one, and the record of the input files a run read.
 
 Atomic write: a crash (SIGKILL, power loss, a full disk) must never leave a half-written file under a real name.
-So each file is written to a temporary `.X.<random>.tmp` beside `X` (removed when the write fails), flushed to
-disk (fsync), then renamed over `X` (os.replace is atomic on POSIX and Windows): a reader sees either the old
-complete file or the new complete one, never a mixture.
+So each file is written to a temporary `.X.<8 hex digits>.tmp` beside `X` (removed when the write fails),
+flushed to disk (fsync), then renamed over `X` (os.replace is atomic on POSIX and Windows): a reader sees either
+the old complete file or the new complete one, never a mixture. A kill (SIGKILL, power loss) can still leave the
+temporary file; `is_temporary(name)` recognises exactly the names this writer makes, so that a run can delete its
+own leftovers and nothing else (training/out_dir.py).
 
     atomic_write_text(path, text)     UTF-8, newlines as given
     atomic_write_bytes(path, data)
@@ -11,6 +13,7 @@ complete file or the new complete one, never a mixture.
     atomic_write(path, write)         any writer: write(f) gets the open binary temporary file
 
 A failed write raises OSError naming the path and the cause (for torch's own errors, the free space left).
+Ctrl-C stays a KeyboardInterrupt, even where torch.save reports it as a RuntimeError of its zip writer.
 
 FILES_READ: {name: path} of every data file a task read in this process (tasks/data/files.py records them); the
 trainer fingerprints them so that --resume refuses a run whose data changed (training/run_settings.py).
@@ -18,36 +21,64 @@ trainer fingerprints them so that --resume refuses a run whose data changed (tra
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 FILES_READ: dict[str, Path] = {}
+TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # the name of atomic_write's temporary file
 
 
 def atomic_write(path: str | Path, write) -> Path:
     """write(f) into a temporary file beside `path`, flush it to disk, then rename it to `path`. Returns path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # a name no one else uses
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp made it private; the file is an ordinary output
+        os.chmod(tmp, 0o644)  # an ordinary output, whatever the umask
         os.replace(tmp, path)  # the atomic step: `path` now names the complete new file
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         if isinstance(e, NotImplementedError):  # a programming error (e.g. a meta tensor), not the disk
             raise
+        if _interrupted(e):  # Ctrl-C inside torch.save's writer: it is still the user's interruption
+            raise KeyboardInterrupt from None
         raise OSError(f"could not write {path}: {write_failure(e, path.parent)}; the file as it was before "
                       "is untouched") from e
     finally:
-        Path(tmp).unlink(missing_ok=True)  # gone already after a successful rename
+        tmp.unlink(missing_ok=True)  # gone already after a successful rename
     _fsync_dir(path.parent)
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create `.{name}.{8 random hex digits}.tmp` beside `path` (O_EXCL: a name no one else uses)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
+def is_temporary(name: str) -> bool:
+    """Is `name` a temporary file atomic_write makes (`.X.<8 hex digits>.tmp`)?"""
+    return TEMPORARY.fullmatch(name) is not None
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Was `e` raised while a KeyboardInterrupt was propagating (torch's zip writer turns it into its own error)?"""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__context__
+    return False
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -50,3 +50,40 @@ def test_a_programming_error_is_not_reported_as_a_disk_problem(tmp_path):
     with pytest.raises(NotImplementedError):
         atomic_write(tmp_path / "m.pt", unsupported)
     assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_inside_torch_save_stays_an_interruption(tmp_path):
+    """torch.save's zip writer turns a KeyboardInterrupt raised in the middle of its writes into a RuntimeError
+    ("unexpected pos"), which was reported as a disk error (exit 1 instead of 130)."""
+    path = atomic_save({"w": torch.zeros(4)}, tmp_path / "last.pt")
+    before = path.read_bytes()
+
+    class CtrlC:  # the temporary file, interrupted on its third write
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, lambda f: torch.save({"w": torch.ones(1000)}, CtrlC(f)))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_the_temporary_names_are_exactly_the_writers_own(tmp_path, monkeypatch):
+    """is_temporary recognises the writer's `.X.<8 hex>.tmp` and nothing a user would name *.tmp."""
+    from minigpt.files import is_temporary
+
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(os.path.basename(src)), real_replace(src, dst)))
+    atomic_write_text(tmp_path / "model.safetensors", "x")
+    assert len(seen) == 1 and is_temporary(seen[0]) and seen[0].startswith(".model.safetensors.")
+    for name in ("notes.tmp", ".notes.tmp", "x.12345678.tmp", ".x.1234567.tmp", ".x.ABCDEF12.tmp", ".x.12345678.tmp~"):
+        assert not is_temporary(name), name
