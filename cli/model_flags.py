@@ -66,7 +66,8 @@ def scratch_config_text(text: str) -> str:
 
 def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
     return ModelSpec(model=args.model, tokenizer=args.tokenizer, scratch_config=args.scratch_config,
-                     dropout=args.dropout, explicit_math=args.explicit_math)
+                     dropout=args.dropout, explicit_math=args.explicit_math,
+                     course_model=getattr(args, "protocol", "minigpt") == "course")
 
 
 def finetune_config_from_args(args: argparse.Namespace) -> FinetuneConfig:

@@ -1,4 +1,4 @@
-"""The transformer block of GPT-2: LayerNorm, GELU, the MLP, and the pre-LN residual block.
+"""The transformer block of GPT-2: LayerNorm, GELU (tanh; erf for the course's model), the MLP, the pre-LN block.
 
 GPT-2 moved LayerNorm to the *input* of each sub-layer (Radford et al. 2019, section 2.3):
 
@@ -37,11 +37,16 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # the same in one kernel
 
 
-def gelu(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """GELU, tanh approximation (Hendrycks & Gimpel 2016), the form GPT-2 was trained with:
+def gelu(x: torch.Tensor, fused: bool = True, form: str = "tanh") -> torch.Tensor:
+    """GELU (Hendrycks & Gimpel 2016), in one of two forms (GPT2Config.gelu says why there are two):
 
-    gelu(x) = 0.5 x (1 + tanh( sqrt(2/pi) (x + 0.044715 x^3) ))
+    "tanh", the approximation GPT-2 was trained with:  gelu(x) = 0.5 x (1 + tanh( sqrt(2/pi) (x + 0.044715 x^3) ))
+    "erf", the exact form (the course's model):       gelu(x) = x Phi(x) = 0.5 x (1 + erf( x / sqrt(2) ))
     """
+    if form == "erf":
+        if not fused:  # the equation
+            return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+        return F.gelu(x, approximate="none")  # the same in one kernel
     if not fused:  # the equation
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
     return F.gelu(x, approximate="tanh")  # the same in one kernel
@@ -53,12 +58,13 @@ class MLP(nn.Module):
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.fused = cfg.fused
+        self.gelu = cfg.gelu  # "tanh" (GPT-2) or "erf" (the course's model)
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
         self.dropout = Dropout(cfg.dropout, cfg.fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.c_proj(gelu(self.c_fc(x), self.fused)))
+        return self.dropout(self.c_proj(gelu(self.c_fc(x), self.fused, self.gelu)))
 
 
 class Block(nn.Module):

@@ -107,7 +107,8 @@ def minigpt_state_dict_to_hf(model: GPT2) -> dict[str, torch.Tensor]:
     # the names depend on the layer count alone: a model of the same depth, one unit wide, lists them (cheaply,
     # and without the meta device, whose initializers import torch._dynamo: 2.3 s)
     cfg = model.config
-    expected = GPT2(dataclasses.replace(cfg, vocab_size=1, n_positions=1, n_embd=cfg.n_head)).state_dict().keys()
+    small = dataclasses.replace(cfg, vocab_size=1, n_positions=1, n_embd=cfg.n_head, padding_idx=None)
+    expected = GPT2(small).state_dict().keys()
     if state.keys() != expected:
         extra = sorted(set(state) - set(expected)) + sorted(set(expected) - set(state))
         raise ValueError(f"save_pretrained: the model's parameters differ from GPT-2's ({', '.join(extra)}); "

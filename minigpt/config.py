@@ -2,6 +2,21 @@
 
 The four sizes OpenAI released (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners",
 Table 2) differ only in depth and width; everything else (vocabulary, context length, LayerNorm epsilon) is shared.
+
+Two settings exist for the course's model (CS224N's GPT-2 starter code, `--protocol course`), which is not quite
+GPT-2; public GPT-2 keeps its own values (tanh, None):
+
+    gelu="erf"      GELU(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))    (Hendrycks & Gimpel 2016, the exact form)
+    gelu="tanh"     GELU(x) ~ 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (their approximation; GPT-2's)
+    padding_idx=0   the token embedding's row 0 gets no gradient from the lookup W_te[x] (nn.Embedding's
+                    padding_idx); the tied LM head still trains it. None: every row trains.
+
+Why: the course's given layer calls F.gelu (erf), which moves next-token logits by up to ~1e-3, and its config
+sets pad_token_id=0, which freezes the lookup of token 0 ("!") during fine-tuning. Both change the numbers a run
+reports, so --protocol course turns both on. In config.json: activation_function "gelu" is transformers' erf GELU
+(GELUActivation), "gelu_new" its tanh form; padding_idx goes under "minigpt_padding_idx", a key transformers keeps
+but does not use (its GPT-2 has no such setting; the forward pass is the same, only a transformers fine-tune would
+train that row).
 """
 from __future__ import annotations
 
@@ -20,10 +35,16 @@ PRESETS = {
 }
 
 
+GELUS = ("tanh", "erf")
+COURSE_MODEL = {"gelu": "erf", "padding_idx": 0}  # the course's model: GPT2Config fields that --protocol course sets
+# config.json's activation_function -> our gelu; "gelu" is transformers' erf GELU, the other two its tanh forms
+HF_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "erf"}
+HF_ACTIVATION_OF = {"tanh": "gelu_new", "erf": "gelu"}
+
 # config.json keys minigpt reads -> the JSON type each must have
 HF_TYPES = {"vocab_size": int, "n_positions": int, "n_ctx": int, "n_embd": int, "n_layer": int, "n_head": int,
             "eos_token_id": int, "resid_pdrop": float, "embd_pdrop": float, "attn_pdrop": float,
-            "layer_norm_epsilon": float}
+            "layer_norm_epsilon": float, "minigpt_padding_idx": int}
 
 
 def _is_number(value) -> bool:
@@ -45,6 +66,8 @@ class GPT2Config:
     # Tests prove both give the same numbers.
     fused: bool = True
     eos_token_id: int = 50256
+    gelu: str = "tanh"  # "tanh": GPT-2's approximation; "erf": the exact GELU (the course's model; module docstring)
+    padding_idx: int | None = None  # a token whose embedding lookup gets no gradient (the course's: 0)
 
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -62,6 +85,12 @@ class GPT2Config:
             raise ValueError(f"GPT2Config.layer_norm_epsilon must be a number > 0, got {self.layer_norm_epsilon!r}")
         if type(self.eos_token_id) is not int or self.eos_token_id < 0:
             raise ValueError(f"GPT2Config.eos_token_id must be a non-negative integer, got {self.eos_token_id!r}")
+        if self.gelu not in GELUS:
+            raise ValueError(f"GPT2Config.gelu must be one of {', '.join(GELUS)}, got {self.gelu!r}")
+        if self.padding_idx is not None and not (type(self.padding_idx) is int
+                                                 and 0 <= self.padding_idx < self.vocab_size):
+            raise ValueError(f"GPT2Config.padding_idx must be None or a token id in [0, {self.vocab_size}), got "
+                             f"{self.padding_idx!r}")
 
     @property
     def head_dim(self) -> int:
@@ -86,8 +115,9 @@ class GPT2Config:
                 want = "an integer" if kind is int else "a number"
                 raise ValueError(f"{source}: {key} must be {want}, got {d[key]!r} ({type(d[key]).__name__})")
         act = d.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
+        if act not in HF_ACTIVATIONS:
+            raise ValueError(f"{source}: activation_function {act!r} is neither GPT-2's tanh GELU (gelu_new, "
+                             "gelu_pytorch_tanh) nor the erf GELU (gelu)")
         for key, plain in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False)):
             if d.get(key, plain) != plain:
                 raise ValueError(f"{source}: {key}={d[key]} is not the GPT-2 architecture minigpt implements")
@@ -106,15 +136,18 @@ class GPT2Config:
                 dropout=d.get("resid_pdrop", 0.1),
                 layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
                 eos_token_id=d.get("eos_token_id", 50256),
+                gelu=HF_ACTIVATIONS[act],
+                padding_idx=d.get("minigpt_padding_idx"),
             )
         except ValueError as e:  # a value out of range: name the file
             raise ValueError(f"{source}: {e}") from None
 
     def to_hf_dict(self) -> dict:
+        padding = {} if self.padding_idx is None else {"minigpt_padding_idx": self.padding_idx}
         return {
             "architectures": ["GPT2LMHeadModel"],
             "model_type": "gpt2",
-            "activation_function": "gelu_new",
+            "activation_function": HF_ACTIVATION_OF[self.gelu],
             "vocab_size": self.vocab_size,
             "n_positions": self.n_positions,
             "n_ctx": self.n_positions,
@@ -128,6 +161,7 @@ class GPT2Config:
             "initializer_range": 0.02,
             "bos_token_id": self.eos_token_id,
             "eos_token_id": self.eos_token_id,
+            **padding,
         }
 
     @classmethod

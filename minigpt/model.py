@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .attention import build_attention_mask
 from .block import Block, LayerNorm
 from .config import GPT2Config
 from .dropout import Dropout
-from .kv_cache import KVCache
+from .kv_cache import KVCache, LayerCache
 
 
 @dataclass
@@ -35,11 +36,13 @@ class GPT2(nn.Module):
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)  # token embedding, also the LM head
+        # token embedding, also the LM head; padding_idx (the course's model: 0) = the row the lookup never trains
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd, padding_idx=cfg.padding_idx)
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)  # learned absolute positions
         self.drop = Dropout(cfg.dropout, cfg.fused)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.layer_norm_epsilon, cfg.fused)
+        self.gradient_checkpointing = False  # set_gradient_checkpointing; a switch of this run, not of the weights
         self.apply(self._init_weights)
         # GPT-2 paper, section 2.3: scale the residual projections by 1/sqrt(N), N = 2 residual adds per layer.
         for name, p in self.named_parameters():
@@ -63,6 +66,27 @@ class GPT2(nn.Module):
             if hasattr(m, "fused"):
                 m.fused = fused
         return self
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> "GPT2":
+        """Trade compute for memory (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): with it on,
+        the backward pass keeps only each block's input and runs the block's forward again to get the rest, so the
+        activations held between forward and backward shrink from every tensor inside every block to one (B, T, C)
+        tensor per block, at the price of a second forward of the blocks (about a third more compute).
+
+        torch.utils.checkpoint, non-reentrant, with the random state saved and restored: the recomputed dropout
+        masks are the ones of the first pass, so the gradients are the same. Off in eval and under no_grad (nothing
+        to save). HF's name for the same switch; `--gradient-checkpointing` on the training commands calls it."""
+        self.gradient_checkpointing = enabled
+        return self
+
+    def run_blocks(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        """h_l = Block_l(h_{l-1}) for l = 1 .. n_layer: (B, T, C) -> (B, T, C); each block recomputed in the
+        backward pass when gradient checkpointing is on."""
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
+        for i, block in enumerate(self.h):
+            layer = None if cache is None else cache[i]
+            x = recomputed(block, x, mask, layer) if recompute else block(x, mask, layer)  # (B, T, C)
+        return x
 
     def forward(
         self,
@@ -109,8 +133,7 @@ class GPT2(nn.Module):
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T)
 
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-        for i, block in enumerate(self.h):
-            x = block(x, mask, None if cache is None else cache[i])  # (B, T, C)
+        x = self.run_blocks(x, mask, cache)  # (B, T, C)
         x = self.ln_f(x)  # (B, T, C)
 
         logits = None
@@ -134,3 +157,18 @@ class GPT2(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied head is the embedding: counted once
+
+
+def recomputed(block: Block, x: torch.Tensor, mask: torch.Tensor | None, layer: LayerCache | None) -> torch.Tensor:
+    """block(x, mask, layer), its inner activations dropped after the forward and recomputed in the backward.
+
+    A cached layer (prefix-tuning trains through its KV cache) is rewound to where this block found it before the
+    recomputation, so the block writes the same keys and values into the same positions again."""
+    start = None if layer is None else layer.length
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if layer is not None:
+            layer.length = start
+        return block(x, mask, layer)
+
+    return checkpoint(run, x, use_reentrant=False)  # preserve_rng_state (default): the same dropout masks

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from minigpt import GPT2, GPT2Config, Tokenizer, load_pretrained, save_pretrained
 from minigpt.checkpoint import resolve_model_dir
+from minigpt.config import COURSE_MODEL
 from minigpt.safetensors import save_safetensors
 from minigpt.files import atomic_write
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
@@ -35,6 +36,7 @@ class ModelSpec:
     scratch_config: str = "n_layer=4,n_head=4,n_embd=256,n_positions=512"
     dropout: float | None = None  # None: the checkpoint's
     explicit_math: bool = False  # True: the plain equations everywhere (model.set_fused(False))
+    course_model: bool = False  # True: the course's model quirks, erf GELU and padding_idx 0 (config.COURSE_MODEL)
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,12 @@ def scratch_fields(text: str) -> dict:
     return fields
 
 
-def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> GPT2Config:
+def parse_scratch_config(text: str, vocab_size: int, dropout: float | None, course_model: bool = False) -> GPT2Config:
     fields = scratch_fields(text)
     if dropout is not None:
         fields["dropout"] = dropout
+    if course_model:
+        fields.update(COURSE_MODEL)
     try:
         return GPT2Config(vocab_size=vocab_size, **fields)
     except TypeError as e:
@@ -90,15 +94,17 @@ def parse_scratch_config(text: str, vocab_size: int, dropout: float | None) -> G
 
 def load_model_and_tokenizer(spec: ModelSpec) -> tuple[GPT2, Tokenizer, Path]:
     """(model in train mode, tokenizer, the directory the tokenizer came from). With spec.explicit_math the
-    model (and the decoders, which read model.config.fused) run the plain equations."""
+    model (and the decoders, which read model.config.fused) run the plain equations; with spec.course_model it
+    is the course's model (erf GELU, padding_idx 0) whatever its config.json says."""
     if spec.model == "scratch":
         if not spec.tokenizer:
             raise ValueError("--model scratch needs --tokenizer DIR (a directory with vocab.json and merges.txt)")
         tokenizer_dir = Path(spec.tokenizer)
         tokenizer = Tokenizer.from_dir(tokenizer_dir)
-        model = GPT2(parse_scratch_config(spec.scratch_config, tokenizer.vocab_size, spec.dropout))
+        model = GPT2(parse_scratch_config(spec.scratch_config, tokenizer.vocab_size, spec.dropout, spec.course_model))
     else:
-        overrides = {} if spec.dropout is None else {"dropout": spec.dropout}
+        overrides = ({} if spec.dropout is None else {"dropout": spec.dropout}) | (COURSE_MODEL if spec.course_model
+                                                                                    else {})
         model = load_pretrained(spec.model, **overrides)
         tokenizer_dir = Path(spec.tokenizer) if spec.tokenizer else resolve_model_dir(spec.model)
         tokenizer = Tokenizer.from_dir(tokenizer_dir)

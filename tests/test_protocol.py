@@ -307,3 +307,88 @@ def test_classification_course_protocol_runs_and_names_its_predictions(tmp_path,
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == names
     assert ("--finetune last-linear-layer" in log) == (task == "sentiment")
     assert json.loads((tmp_path / "run" / "result.json").read_text())["epochs"] == 2
+
+
+# ---- the course's model: erf GELU, padding_idx 0 (GPT2Config.gelu, .padding_idx) -----------------------------------
+@pytest.mark.parametrize("fused", [True, False])
+def test_erf_gelu_is_torchs_exact_gelu_and_differs_from_tanh(fused):
+    from minigpt.block import gelu
+
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    torch.testing.assert_close(gelu(x, fused, "erf"), F.gelu(x, approximate="none"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gelu(x, fused, "tanh"), F.gelu(x, approximate="tanh"), rtol=1e-12, atol=1e-12)
+    assert (gelu(x, fused, "erf") - gelu(x, fused, "tanh")).abs().max() > 1e-4
+
+
+def test_erf_gelu_model_equals_transformers_gelu_and_both_paths_agree(tmp_path):
+    from minigpt import GPT2, save_pretrained
+    from tests.conftest import tiny_config
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    ours = GPT2(tiny_config(gelu="erf", padding_idx=0)).eval()
+    with torch.no_grad():  # MLP pre-activations of order 1, where the two GELUs differ most (2e-4)
+        for block in ours.h:
+            block.mlp.c_fc.weight.mul_(40)
+    ids = torch.randint(0, 300, (2, 9))
+    save_pretrained(ours, tmp_path / "m")
+    written = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert written["activation_function"] == "gelu" and written["minigpt_padding_idx"] == 0
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "m").eval()  # "gelu" is transformers' erf GELU
+    with torch.no_grad():
+        logits = ours(ids).logits
+        torch.testing.assert_close(logits, hf(ids).logits, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ours.set_fused(False)(ids).logits, logits, rtol=1e-6, atol=1e-6)
+        tanh = load_pretrained(tmp_path / "m", gelu="tanh")(ids).logits  # the same weights, GPT-2's GELU
+    assert (tanh - logits).abs().max() > 2e-5  # 10x the tolerances above: the test tells the two apart
+    back = load_pretrained(tmp_path / "m")
+    assert (back.config.gelu, back.config.padding_idx, back.wte.padding_idx) == ("erf", 0, 0)
+
+
+def test_public_gpt2_config_keeps_tanh_and_no_padding_idx_and_other_activations_are_refused(tmp_path):
+    from minigpt import GPT2Config
+
+    public = {"vocab_size": 300, "n_embd": 64, "n_layer": 2, "n_head": 2, "activation_function": "gelu_new",
+              "pad_token_id": 50256}  # pad_token_id is transformers' generation setting, not an embedding's
+    cfg = GPT2Config.from_hf_dict(public)
+    assert (cfg.gelu, cfg.padding_idx) == ("tanh", None)
+    assert "minigpt_padding_idx" not in cfg.to_hf_dict() and cfg.to_hf_dict()["activation_function"] == "gelu_new"
+    with pytest.raises(ValueError, match="activation_function 'relu' is neither"):
+        GPT2Config.from_hf_dict(public | {"activation_function": "relu"})
+    with pytest.raises(ValueError, match="padding_idx must be None or a token id"):
+        GPT2Config(vocab_size=10, n_embd=8, n_head=2, n_layer=1, padding_idx=10)
+
+
+def test_padding_row_gets_no_gradient_from_the_lookup():
+    from minigpt import GPT2
+    from tests.conftest import tiny_config
+
+    ids = torch.tensor([[0, 5, 0, 7, 9], [3, 0, 4, 0, 0]])
+    grads = {}
+    for padding_idx in (None, 0):
+        torch.manual_seed(0)
+        model = GPT2(tiny_config(padding_idx=padding_idx))
+        model(ids, logits_to_keep=0).hidden_states.pow(2).sum().backward()  # no LM head: the lookup alone
+        grads[padding_idx] = model.wte.weight.grad
+    assert grads[None][0].abs().max() > 1e-6  # the plain model trains row 0
+    assert torch.equal(grads[0][0], torch.zeros_like(grads[0][0]))  # the course's does not
+    torch.testing.assert_close(grads[0][1:], grads[None][1:], rtol=1e-5, atol=1e-7)  # the other rows: the same
+
+
+def test_course_protocol_loads_the_course_model_and_minigpt_keeps_the_checkpoints(tmp_path):
+    from minigpt import GPT2, save_pretrained
+    from tasks.modeling import ModelSpec, load_model_and_tokenizer
+    from tests.conftest import tiny_config
+
+    tok = write_vocab_files(tmp_path / "m", [("t", "h")])
+    save_pretrained(GPT2(tiny_config()), tmp_path / "m", tok)
+    plain, _, _ = load_model_and_tokenizer(ModelSpec(model=str(tmp_path / "m")))
+    course, _, _ = load_model_and_tokenizer(ModelSpec(model=str(tmp_path / "m"), course_model=True))
+    scratch, _, _ = load_model_and_tokenizer(ModelSpec(model="scratch", tokenizer=str(tok), course_model=True,
+                                                       scratch_config="n_layer=1,n_head=2,n_embd=32"))
+    assert (plain.config.gelu, plain.wte.padding_idx) == ("tanh", None)
+    assert (course.config.gelu, course.wte.padding_idx) == ("erf", 0)
+    assert (scratch.config.gelu, scratch.wte.padding_idx) == ("erf", 0)
+    assert all(m.gelu == "erf" for m in course.modules() if hasattr(m, "c_fc"))
+    spec = paraphrase.model_spec_from_args(parse(paraphrase, "--protocol", "course"))
+    assert spec.course_model and not paraphrase.model_spec_from_args(parse(paraphrase)).course_model
