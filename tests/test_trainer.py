@@ -159,10 +159,12 @@ def test_max_steps_stop_then_resume_equals_uninterrupted(tmp_path):
                 "dev_score")
     assert cut.stop_reason == "max_steps" and cut.global_step == 4 and cut.history[-1]["partial_epoch"]
     assert cut.describe() == "best epoch 1"
+    cut_metrics = _metrics(tmp_path / "b")
+    # killed after train() returned (in the task's final decode, say): --resume with the same flags ends the same
     again = train(script.tiny_model(0, dropout=0.1), data, script.collate, script.lm_loss,
                   cfg_for(tmp_path / "b", max_steps=4, resume=True, **cfg), dev, "dev_score")
-    assert again.global_step == 4 and again.best_epoch is None  # nothing left to do; the mid-epoch eval is not kept
-    assert again.describe() == "the weights after step 4 (max_steps; no dev evaluation in this call)"
+    assert again.global_step == 4 and again.best_epoch == 1 and again.describe() == "best epoch 1"
+    assert again.best_metric == cut.best_metric and _metrics(tmp_path / "b") == cut_metrics
     model = script.tiny_model(0, dropout=0.1)  # a fresh process would rebuild the model like this
     rest = train(model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "b", resume=True, **cfg), dev,
                  "dev_score")
@@ -173,6 +175,19 @@ def test_max_steps_stop_then_resume_equals_uninterrupted(tmp_path):
     assert {"epoch", "step", "train_loss", "dev_loss", "dev_score", "lr", "seconds", "tokens_per_s"} <= line.keys()
     assert line["tokens_per_s"] > 0 and line["step"] == 6
     assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]  # it learns
+
+
+def test_a_max_steps_evaluation_never_deletes_a_best_file_the_continued_run_needs(tmp_path):
+    """--keep-best 1: the evaluation where max_steps stopped (mid epoch 2) beats epoch 1; resumed without the
+    limit, epoch 2 ends worse, so epoch 1's file, which that evaluation had pushed out of the list, is the best."""
+    dev = Scripted([0.5, 0.9, 0.1], tmp_path)  # epoch 1, the stop in epoch 2, epoch 2's end
+    data, cfg = affine_data(8), dict(epochs=2, keep_best=1)  # 4 steps per epoch
+    cut = train(Affine(), data, collate_xy, mse, cfg_for(tmp_path, max_steps=6, **cfg), dev, "dev_acc")
+    assert cut.best_epoch == 2 and cut.stop_reason == "max_steps"
+    model = Affine()
+    rest = train(model, data, collate_xy, mse, cfg_for(tmp_path, resume=True, **cfg), dev, "dev_acc")
+    assert rest.best_epoch == 1 and rest.best_checkpoint.endswith("best-epoch001.pt")
+    _assert_same_weights(model.state_dict(), dev.weights[0])
 
 
 def test_evaluate_random_draws_do_not_change_training(tmp_path):

@@ -19,6 +19,7 @@ class Progress:
     best_score: float = -math.inf
     best_epoch: int = 0
     bad_evals: int = 0  # evaluations since the last improvement (patience)
+    last_lr: float | None = None  # the learning rate of the last optimizer step (its metrics line's "lr")
     history: list = field(default_factory=list)
 
     def add_history_line(self, metrics: dict, lr: float, eval_seconds: float, complete: bool) -> dict:
@@ -72,5 +73,5 @@ class TrainResult:
             return f"best epoch {self.best_epoch}" if self.best_metric is not None else f"epoch {self.best_epoch}"
         if self.global_step == 0:
             return "untrained (--epochs 0)"
-        # e.g. --resume of a run that max_steps had already stopped mid-epoch: its dev evaluation was not kept
+        # e.g. a run without a dev evaluation that max_steps stopped mid-epoch
         return f"the weights after step {self.global_step} ({self.stop_reason}; no dev evaluation in this call)"

@@ -139,6 +139,8 @@ class _Trainer:
                 break
             if cfg.max_steps and p.global_step >= cfg.max_steps:
                 stop_reason = "max_steps"
+                if p.step_in_epoch and not self.step_log:  # resumed where it stopped: last.pt predates the
+                    self._end_epoch(complete=False)  # stop's evaluation, so it is done again (same weights, RNG)
                 break
             self._end_epoch(complete=self._run_epoch())
         best = self._load_best() if cfg.select == "best" else None
@@ -210,6 +212,7 @@ class _Trainer:
         self.tokens = 0
         self.step_log.append(dict(step=p.global_step + 1, epoch=p.epoch + 1, loss=loss, lr=stats["lr"],
                                   grad_norm=stats["grad_norm"]))
+        p.last_lr = stats["lr"]
         p.loss_sum += loss * examples
         p.examples += examples
         p.tokens += tokens
@@ -233,14 +236,15 @@ class _Trainer:
             t = time.perf_counter()
             metrics = run_on_main(lambda: evaluate_model(self.module, self.evaluate, self.metric, self.device))
             eval_seconds = time.perf_counter() - t
-        lr = self.step_log[-1]["lr"] if self.step_log else self.optimizer.param_groups[0]["lr"]  # of the last step
+        lr = p.last_lr if p.last_lr is not None else self.optimizer.param_groups[0]["lr"]  # of the last step
         self._log(json.dumps(p.add_history_line(metrics, lr, eval_seconds, complete)))
         history = list(p.history)
         run_on_main(lambda: write_run_file(self.out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history)))
         removed = self._update_best(epoch, metrics)
-        if complete:
-            p.start_next_epoch()
-            self._save_last()
+        if not complete:  # last.pt, written before this evaluation, still lists the entries it pushed out
+            return
+        p.start_next_epoch()
+        self._save_last()
         # only now that last.pt no longer lists them (a crash before this leaves extra files: resume removes them)
         run_on_main(lambda: [best_path(self.out_dir, e["epoch"]).unlink(missing_ok=True) for e in removed])
 
