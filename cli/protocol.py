@@ -5,18 +5,22 @@ paraphrase_detection.py and optimizer.py. `--protocol course` sets what those sc
 
     every task   --optimizer course (optimizer.py's AdamW, eps 1e-6), --weight-decay 0, --schedule constant
                  --warmup 0 (one learning rate throughout), --max-grad-norm 0 (no clipping), --no-amp (fp32),
-                 --epochs 10
+                 --epochs 10; and the course's model: the erf GELU and padding_idx 0 on the token embedding
+                 (GPT2Config.gelu, .padding_idx; minigpt/config.py says why), whatever the checkpoint says
     sonnet       --lr 1e-5, --batch-size 8, --select last (the course generates with the last epoch's model);
                  and, without flags of their own: no <|endoftext|> after each sonnet, padding with eos that
                  stays IN the loss (sonnet.py: course_collate, course_lm_loss)
     sentiment    --finetune last-linear-layer, --lr 1e-3, --batch-size 8, --head-dropout 0.3, --max-length 1024,
                  --select best (the course keeps the best dev accuracy); and its loss, the cross-entropy summed
                  over the batch and divided by --batch-size (classify.course_summed_loss)
-    paraphrase   --lr 1e-5, --batch-size 8, --max-length 1024, --select best; and the course's prompts
-                 (cloze.py: course_prompt)
+    paraphrase   --head vocab (the cross-entropy over the whole vocabulary on the answer's token id, the
+                 argmax token id as the prediction), --lr 1e-5, --batch-size 8, --max-length 1024, --select best;
+                 and the course's prompts (cloze.py: course_prompt), the test predictions written in a shuffled
+                 order (paraphrase.py: course_order)
 
-What it does not reproduce: the random order of the training examples (the course's DataLoader draws its own;
-ours comes from --seed, training/loop.py:epoch_plan).
+What it does not reproduce: the draws of the course's global generator, i.e. the random order of the training
+examples (the course's DataLoader draws its own; ours comes from --seed, training/loop.py:epoch_plan) and the
+dropout masks (ours are drawn from another state of the generator).
 
 Flags given on the command line win over the protocol: `--protocol course --lr 2e-5` is the course's recipe
 with another learning rate. To tell a flag given from one left out, each flag the protocol sets defaults to
@@ -36,13 +40,13 @@ COURSE = {
     "sonnet": _EVERY_TASK | dict(lr=1e-5, batch_size=8, select="last"),
     "sentiment": _EVERY_TASK | dict(finetune="last-linear-layer", lr=1e-3, batch_size=8, head_dropout=0.3,
                                     max_length=1024, select="best"),
-    "paraphrase": _EVERY_TASK | dict(lr=1e-5, batch_size=8, max_length=1024, select="best"),
+    "paraphrase": _EVERY_TASK | dict(head="vocab", lr=1e-5, batch_size=8, max_length=1024, select="best"),
 }
 BEHAVIOUR = {  # what the course protocol changes beyond flags, for --help
     "sonnet": "no <|endoftext|> after each sonnet; padding (eos) counted in the loss; ",
     "sentiment": "the loss summed over the batch and divided by --batch-size (a short last batch weighs less); ",
     "paraphrase": "the course's prompts (test: 'Is \"s1\" a paraphrase of \"s2\"? Answer \"yes\" or \"no\": ', "
-                  "train/dev: question 2's closing quote left out); ",
+                  "train/dev: question 2's closing quote left out); the test predictions in a shuffled order; ",
 }
 
 
@@ -76,8 +80,8 @@ def add_protocol_argument(parser: argparse.ArgumentParser, task: str) -> None:
     settings = ", ".join(f"{_flag(d)} {v}" if d != "amp" else "--no-amp" for d, v in course.items())
     parser.add_argument(
         "--protocol", choices=PROTOCOLS, default="minigpt",
-        help=f"minigpt: this project's defaults; course: train as the CS224N GPT-2 starter code does: "
-             f"{BEHAVIOUR[task]}{settings}. Flags given on the command line win over the protocol's values "
+        help=f"minigpt: this project's defaults; course: train as the CS224N GPT-2 starter code does: its model "
+             f"(erf GELU, padding_idx 0); {BEHAVIOUR[task]}{settings}. Flags given on the command line win over the protocol's values "
              "(default: %(default)s)")
 
 

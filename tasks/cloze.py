@@ -18,6 +18,16 @@ Because W_te is the live embedding matrix, full fine-tuning trains the answer ro
 
 The answer ids come from the tokenizer (GPT-2: "no" = 3919, "yes" = 8505), never hard-coded.
 
+--head vocab (what --protocol course sets) is the course's objective instead (paraphrase_detection.py):
+
+    z      = h W_te^T                                     (V,)  the LM head's logits over the whole vocabulary
+    loss   = CE(softmax(z), y_tok)                        y_tok = the answer's token id ("yes" 8505, "no" 3919)
+    pred   = argmax_v z_v                                 a token id: possibly neither answer
+
+So the labels are token ids (encode_pairs(..., label_ids=...)), the prediction files hold token ids, and a pair
+whose most likely next token is, say, " recycling" counts as wrong. The default two-way objective cannot answer
+anything but yes or no, and its loss starts near log 2 instead of near log V (GPT2VocabCloze below).
+
 --protocol course asks with the course's prompts exactly (course_prompt): on the test split another question,
 
     'Is "{s1}" a paraphrase of "{s2}"? Answer "yes" or "no": '
@@ -71,6 +81,20 @@ class GPT2Cloze(nn.Module):
         return ClassifierOutput(logits, h_last)
 
 
+class GPT2VocabCloze(nn.Module):
+    """forward(input_ids, attention_mask) -> ClassifierOutput(logits (B, V) over the whole vocabulary, pooled (B, C)):
+    the course's head, the next-token logits at the last real token (its labels and predictions are token ids)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ClassifierOutput:
+        hidden = self.body(input_ids, attention_mask=attention_mask, logits_to_keep=0).hidden_states  # (B, T, C)
+        h_last = pool_last(hidden, attention_mask)  # (B, C)
+        return ClassifierOutput(F.linear(h_last, self.body.wte.weight), h_last)  # (B, C) @ (V, C)^T -> (B, V)
+
+
 def course_prompt(s1: str, s2: str, split: str) -> str:
     """The course's prompt of a pair (datasets.py): its test question, or its train/dev prompt with the closing
     quote of question 2 missing."""
@@ -80,8 +104,11 @@ def course_prompt(s1: str, s2: str, split: str) -> str:
 
 
 def encode_pairs(tokenizer, examples: list[ParaphraseExample], max_length: int, name: str,
-                 prompt: Callable[[str, str], str] = paraphrase_prompt) -> list[Encoded]:
+                 prompt: Callable[[str, str], str] = paraphrase_prompt,
+                 label_ids: list[int] | None = None) -> list[Encoded]:
     """Each pair as its cloze `prompt`, tokenized. A prompt longer than max_length loses its START (truncation
-    'left'): the question "Are these questions asking the same thing?" and the answer position must stay."""
+    'left'): the question "Are these questions asking the same thing?" and the answer position must stay.
+    label_ids (--head vocab): label k is stored as the token id label_ids[k] (answer_token_ids); test rows keep -1."""
     prompts = [prompt(e.sentence1, e.sentence2) for e in examples]
-    return encode_examples(tokenizer, prompts, [e.label for e in examples], max_length, "left", name)
+    labels = [e.label if label_ids is None or e.label is None else label_ids[e.label] for e in examples]
+    return encode_examples(tokenizer, prompts, labels, max_length, "left", name)

@@ -3,6 +3,8 @@
     python run.py paraphrase --model gpt2 --lr 2e-5 --epochs 10 --batch-size 96 --out-dir runs/para
 
 --head cloze (default): the next-token logits of "no"/"yes" after the prompt, loss restricted to those two.
+--head vocab (--protocol course): the course's objective, the cross-entropy over the whole vocabulary on the
+answer's token id; predictions are the argmax token ids (tasks/cloze.py says why the two differ).
 --head classifier: a classification head (2 classes) on the --pooling of the prompt's hidden states.
 Methods: --rdrop, --simcse (tasks/losses.py), --adversarial (tasks/data/hard_negatives.py), --augment
 (tasks/data/augment.py), --finetune lora|dora. Batch 96 (the study's) may not fit: --batch-size 32 --grad-accum 3 is
@@ -10,11 +12,12 @@ the same optimisation with a third of the memory.
 
 Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro-F1 each epoch (the best epoch by
 dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{dev,test}-output.csv (0/1 per
-pair) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
+pair; token ids with --head vocab) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
 export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
 
 --protocol course trains as the course's paraphrase_detection.py (cli/protocol.py): batch 8, lr 1e-5, its
-AdamW, and its prompts (cloze.course_prompt: another question on the test split).
+AdamW, --head vocab, its prompts (cloze.course_prompt: another question on the test split), and it writes the
+test predictions in the order of a shuffle, as the course's test DataLoader(shuffle=True) does (course_order).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from torch.utils.data import RandomSampler
+
 from cli.arg_types import number
 from tasks.data.augment import read_augment_pairs
 from cli.classify_flags import add_data_arguments, add_method_arguments
@@ -30,7 +35,7 @@ from cli.model_flags import add_model_arguments, finetune_config_from_args, mode
 from tasks.classify import (check_method_arguments, classification_loss, export_model, finish_run, limit, load_head,
                             max_length_for, train_classifier, write_predictions)
 from tasks.heads import GPT2Classifier
-from tasks.cloze import GPT2Cloze, answer_token_ids, course_prompt, encode_pairs
+from tasks.cloze import GPT2Cloze, GPT2VocabCloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
                         resolve_data_dir, write_paraphrase_predictions)
 from tasks.data.hard_negatives import hard_negatives
@@ -40,14 +45,17 @@ from cli.training_flags import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")
+HEADS = ("cloze", "vocab", "classifier")
 
 logger = logging.getLogger("minigpt.paraphrase")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--head", choices=("cloze", "classifier"), default="cloze",
-                        help="cloze: the LM head's 'yes'/'no' logits at the last token; classifier: a linear "
-                             "head on the --pooling of the hidden states")
+    parser.add_argument("--head", choices=HEADS, default="cloze",
+                        help="cloze: the LM head's 'yes'/'no' logits at the last token, a two-way choice; vocab: "
+                             "the course's, its logits over the whole vocabulary (labels and predictions are token "
+                             "ids, a prediction may be neither answer); classifier: a linear head on the "
+                             "--pooling of the hidden states")
     add_data_arguments(parser, max_length=512)
     add_method_arguments(parser)
     g = parser.add_argument_group("adversarial hard negatives (tasks/data/hard_negatives.py)")
@@ -96,18 +104,25 @@ def prompt_of(protocol: str, split: str):
 
 
 def build_model(body, tokenizer, head: str, pooling: str = "last", head_file: str | None = None):
-    """GPT2Cloze (head 'cloze') or GPT2Classifier with 2 labels (head 'classifier', its weights from head_file
-    if given)."""
-    if head == "cloze":
+    """GPT2Cloze (head 'cloze'), GPT2VocabCloze (head 'vocab') or GPT2Classifier with 2 labels (head
+    'classifier', its weights from head_file if given)."""
+    if head in ("cloze", "vocab"):
         if pooling != "last":
-            raise ValueError("--head cloze answers at the last token; --pooling mean needs --head classifier")
+            raise ValueError(f"--head {head} answers at the last token; --pooling mean needs --head classifier")
         if head_file:
-            raise ValueError("--load-head needs --head classifier (the cloze head is GPT-2's own LM head)")
-        return GPT2Cloze(body, answer_token_ids(tokenizer))
+            raise ValueError(f"--load-head needs --head classifier (the {head} head is GPT-2's own LM head)")
+        return GPT2Cloze(body, answer_token_ids(tokenizer)) if head == "cloze" else GPT2VocabCloze(body)
     model = GPT2Classifier(body, 2, pooling)
     if head_file:
         load_head(model.head, head_file)
     return model
+
+
+def course_order(n: int) -> list[int]:
+    """The order in which the course writes its n test predictions: its test DataLoader has shuffle=True, i.e.
+    torch's RandomSampler drawing from the global generator (seeded by --seed; the permutation cannot equal the
+    course's own, whose generator has drawn its data order and dropout masks before)."""
+    return list(RandomSampler(range(n)))
 
 
 def main(args) -> int:
@@ -126,7 +141,9 @@ def main(args) -> int:
     logger.info(f"paraphrase: --head {args.head}, --finetune {args.finetune}: {trainable:,} of {total:,} "
                 "parameters train")
 
-    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args.protocol, split))
+    label_ids = answer_token_ids(tokenizer) if args.head == "vocab" else None  # the labels as token ids
+    encoded = {split: encode_pairs(tokenizer, examples, max_length, f"quora {split}", prompt_of(args.protocol, split),
+                                   label_ids)
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
     loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
@@ -134,6 +151,9 @@ def main(args) -> int:
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}
+    if args.protocol == "course":
+        order = course_order(len(encoded["test"]))
+        encoded["test"], ids["test"] = [encoded["test"][i] for i in order], [ids["test"][i] for i in order]
     preds = write_predictions(model, encoded, ids, pad_id, args.out_dir, write_paraphrase_predictions,
                       lambda split: f"para-{split}-output.csv", args.eval_batch_size)
     heads = {"quora": model.head} if args.head == "classifier" else {}

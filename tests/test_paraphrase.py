@@ -136,3 +136,86 @@ def test_back_translation_file_for_pairs(tmp_path, caplog):
     assert [e.label for e in rows] == [e.label for e in train]
     assert all(a.sentence1 == b.sentence1 and a.sentence2 != b.sentence2 for a, b in zip(rows, train))
     assert "augment: 6 back-translated pairs added" in caplog.text
+
+
+# ---- --head vocab: the course's objective (--protocol course) ---------------------------------------------------
+def course_batch(tok, examples, split="train"):
+    """The course's prompts right-padded, and the answers' token ids looked up by encoding the words."""
+    from tasks.cloze import course_prompt
+
+    rows = [tok.encode(course_prompt(e.sentence1, e.sentence2, split)) for e in examples]
+    T = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (T - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    answer = {1: tok.encode("yes"), 0: tok.encode("no")}
+    assert all(len(a) == 1 for a in answer.values())
+    return ids, mask, torch.tensor([answer[e.label][0] for e in examples])
+
+
+def test_vocab_head_step_one_loss_is_the_full_vocabulary_cross_entropy(tmp_path):
+    from functools import partial
+
+    from tasks.cloze import GPT2VocabCloze, course_prompt
+
+    data = write_quora_files(tmp_path / "data", sizes=(12, 4, 0))
+    tok = Tokenizer.from_dir(tokenizer_dir(tmp_path / "tok"))
+    examples = read_quora(data / "quora-train.csv", labeled=True)
+    encoded = encode_pairs(tok, examples, 256, "train", partial(course_prompt, split="train"), answer_token_ids(tok))
+    seed_everything(0)
+    body = GPT2(tiny_config(vocab_size=tok.vocab_size, n_positions=256))
+    ids, mask, answers = course_batch(tok, examples)
+    with torch.no_grad():  # the course's equation from the initial weights: full logits at the last real token
+        logits = body(ids, attention_mask=mask).logits[torch.arange(len(examples)), mask.sum(dim=1) - 1]  # (B, V)
+        expected = torch.nn.functional.cross_entropy(logits, answers).item()
+        two_way = GPT2Cloze(body, answer_token_ids(tok))
+        restricted = classification_loss(two_way, collate(encode_pairs(tok, examples, 256, "t",
+                                                                       partial(course_prompt, split="train")),
+                                                          tok.pad_token_id)).item()
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=1, batch_size=len(examples), lr=1e-3, keep_best=0,
+                      device="cpu", max_steps=1)
+    result = train(GPT2VocabCloze(body), encoded, lambda b: collate(b, tok.pad_token_id), classification_loss, cfg)
+    assert result.step_log[0]["loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - restricted) > 1.0  # the two objectives: near log V against near log 2
+    assert [label for _, label in encoded] == answers.tolist()  # the labels are the answers' token ids
+
+
+def test_vocab_head_predicts_the_argmax_token_over_the_vocabulary(tmp_path):
+    from functools import partial
+
+    from tasks.classify import predict
+    from tasks.cloze import GPT2VocabCloze, course_prompt
+
+    data = write_quora_files(tmp_path / "data", sizes=(0, 10, 0))
+    tok = Tokenizer.from_dir(tokenizer_dir(tmp_path / "tok"))
+    examples = read_quora(data / "quora-dev.csv", labeled=True)
+    seed_everything(3)
+    body = GPT2(tiny_config(vocab_size=tok.vocab_size, n_positions=256)).eval()
+    ids, mask, _ = course_batch(tok, examples, "dev")
+    with torch.no_grad():
+        logits = body(ids, attention_mask=mask).logits[torch.arange(len(examples)), mask.sum(dim=1) - 1]  # (B, V)
+    top2 = logits.topk(2, dim=-1).values
+    assert bool(((top2[:, 0] - top2[:, 1]) > 1e-4).all())  # no near-ties: argmax is well defined
+    encoded = encode_pairs(tok, examples, 256, "dev", partial(course_prompt, split="dev"), answer_token_ids(tok))
+    preds = predict(GPT2VocabCloze(body), encoded, tok.pad_token_id, batch_size=3)
+    assert preds == logits.argmax(dim=-1).tolist()
+    assert not set(preds) <= set(answer_token_ids(tok))  # an untrained model answers with other tokens too
+
+
+def test_course_protocol_writes_token_ids_and_shuffles_the_test_rows(tmp_path):
+    data = write_quora_files(tmp_path / "data", sizes=(16, 6, 8))
+    tok = tokenizer_dir(tmp_path / "tok")
+    out = tmp_path / "run"
+    argv = ["paraphrase", "--data-dir", data, "--model", "scratch", "--tokenizer", tok, "--scratch-config", SCRATCH,
+            "--dropout", "0", "--epochs", "1", "--out-dir", out, "--protocol", "course", "--device", "cpu",
+            "--lr", "1e-3"]
+    assert run.main([str(a) for a in argv]) == 0
+    answers = answer_token_ids(Tokenizer.from_dir(tok))
+    dev = read_predictions(out / "predictions" / "para-dev-output.csv")
+    test = read_predictions(out / "predictions" / "para-test-output.csv")
+    gold = read_quora(data / "quora-dev.csv", labeled=True)
+    assert dev.ids == [e.id for e in gold]  # dev in file order, as the course's unshuffled dev loader
+    test_ids = [e.id for e in read_quora(data / "quora-test-student.csv", labeled=False)]
+    assert sorted(test.ids) == sorted(test_ids) and test.ids != test_ids  # test: shuffled, as the course's
+    assert all(0 <= p < 300 for p in dev.preds + test.preds)  # token ids, not 0/1 labels
+    accuracy = sum(p == answers[e.label] for p, e in zip(dev.preds, gold)) / len(gold)
+    assert json.loads((out / "result.json").read_text())["dev_accuracy"] == pytest.approx(accuracy)
