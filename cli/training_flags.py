@@ -99,6 +99,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
                        help="adamw: torch's AdamW equations (minigpt/optim.py, eps 1e-8, no decay on biases, "
                             "LayerNorm and embeddings); course: the course's optimizer.py (minigpt/course_adamw.py, "
                             "eps 1e-6) (default: %(default)s)")
+    group.add_argument("--gradient-checkpointing", action="store_true", default=d["gradient_checkpointing"],
+                       help="keep only each block's input for the backward pass and recompute the rest there: "
+                            "far less activation memory (a bigger batch or model fits) for about a third more "
+                            "compute per step; the same gradients")
+    group.add_argument("--compile", action="store_true", default=d["compile"],
+                       help="torch.compile the model for training and evaluation (inductor: the machine's C++ "
+                            "compiler on a CPU, Triton on a GPU); the first steps pay for the compilation, the "
+                            "numbers equal eager's within float rounding (dropout draws other masks)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

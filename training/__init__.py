@@ -7,6 +7,7 @@
     progress.py       where a run stands (saved in last.pt) and what train() returns
     evaluation.py     the dev evaluation at an epoch's end
     nan_guard.py      never step on, nor save, NaN or infinite values
+    model_switches.py --gradient-checkpointing and --compile, thrown on the model being trained
     checkpointing.py  the run's files: last.pt, best-epoch*.pt, metrics.jsonl, result.json
     run_settings.py   what defines a run, so that --resume continues the same one
     out_dir_lock.py   one run per output directory

@@ -37,6 +37,8 @@ class TrainConfig:
     select: str = "best"  # the weights the run ends with: the best dev epoch's, or the last epoch's
     optimizer: str = "adamw"  # adamw: minigpt/optim.py; course: minigpt/course_adamw.py
     explicit_math: bool = False  # True: AdamW one parameter at a time (foreach=False), the readable equations
+    gradient_checkpointing: bool = False  # recompute each block in the backward: less memory, more compute
+    compile: bool = False  # torch.compile the model in place (training/model_switches.py)
     # every parsed flag of the task (config_from_args fills it): --resume refuses a run whose settings differ
     settings: dict | None = None
 

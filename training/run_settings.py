@@ -15,7 +15,8 @@ The record, stored in last.pt and built again on --resume:
 Only settings that cannot change the numbers may differ: IGNORED below (where files go, the device, --resume
 itself, how often last.pt is written, where a smoke run stops: resumed runs are exact, see training/trainer.py;
 --explicit-math, the same equations written out, equal to the fused kernels within float rounding on a CPU; on a
-GPU with dropout its masks are other random draws, as on another device).
+GPU with dropout its masks are other random draws, as on another device; --gradient-checkpointing and --compile,
+training/model_switches.py).
 A file read by only one of the two runs is not compared (the same settings read the same files).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from minigpt.files import FILES_READ
 from training.checkpointing import FORMAT, CheckpointError, model_signature, signature_mismatches
 
 IGNORED = {"out_dir", "device", "resume", "save_every", "max_steps", "find_unused_parameters", "settings",
-           "explicit_math"}
+           "explicit_math", "gradient_checkpointing", "compile"}
 FIRST = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "amp")
 MODEL_DIR_FILES = ("config.json", "vocab.json", "merges.txt", "prefix_config.json")
 

@@ -56,6 +56,7 @@ from training.distributed import (all_reduce_sum, destroy_distributed, gather_to
                                   init_distributed, is_main_process, resolve_device, run_on_main)
 from training.evaluation import epoch_score, evaluate_model
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
+from training.model_switches import switch_model
 from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
 from training.optimization import build_optimizer, build_scheduler
 from training.out_dir_lock import locked
@@ -108,6 +109,7 @@ class _Trainer:
             raise ValueError(f"the training set has {len(train_data)} examples: too few for one step")
         self.amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.module = model.to(device)
+        switch_model(self.module, cfg.gradient_checkpointing, cfg.compile, device)  # training/model_switches.py
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
