@@ -117,3 +117,43 @@ def test_off_in_eval_and_without_grad():
         out = model(ids, use_cache=True)
     assert out.past_key_values.length == 8
     torch.testing.assert_close(out.logits, model.set_gradient_checkpointing(False)(ids).logits)
+
+
+def train_losses(tmp_path, name: str, **switches) -> tuple[list[float], dict]:
+    """Three steps of the trainer on a tiny GPT-2 with dropout 0.1: (the step losses, the final weights)."""
+    from training.trainer import TrainConfig, seed_everything, train
+
+    seed_everything(0)
+    model = GPT2(tiny_config(dropout=0.1))
+    data = [torch.randint(0, 300, (16,), generator=torch.Generator().manual_seed(i)) for i in range(12)]
+    cfg = TrainConfig(out_dir=str(tmp_path / name), epochs=1, batch_size=4, lr=1e-3, keep_best=0, device="cpu",
+                      **switches)
+    result = train(model, data, lambda rows: {"input_ids": torch.stack(rows)},
+                   lambda m, batch: lm_loss(m, batch["input_ids"]), cfg)
+    return [s["loss"] for s in result.step_log], {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_the_trainer_gives_the_same_losses_with_gradient_checkpointing(tmp_path):
+    losses, weights = train_losses(tmp_path, "plain")
+    losses_ckpt, weights_ckpt = train_losses(tmp_path, "ckpt", gradient_checkpointing=True)
+    assert len(losses) == 3
+    assert losses_ckpt == pytest.approx(losses, rel=0, abs=1e-6)
+    for name in weights:
+        torch.testing.assert_close(weights_ckpt[name], weights[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_the_flag_reaches_the_trainer_and_the_model(tmp_path):
+    import argparse
+
+    from cli.training_flags import add_training_arguments, config_from_args
+    from training.model_switches import switch_model
+
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--out-dir", str(tmp_path), "--gradient-checkpointing"]))
+    assert cfg.gradient_checkpointing and not cfg.compile
+    model = PrefixTuning(GPT2(tiny_config()), n_prefix=2, hidden=8)
+    switch_model(model, cfg.gradient_checkpointing, cfg.compile, CPU)
+    assert model.model.gradient_checkpointing
+    with pytest.raises(ValueError, match="--gradient-checkpointing: the Linear being trained holds no minigpt GPT2"):
+        switch_model(torch.nn.Linear(2, 2), True, False, CPU)
