@@ -5,11 +5,13 @@
     parser.add_argument("--dropout", type=number(float, 0, 1, high_open=True))  # a finite float in [0, 1)
     parser.add_argument("--device", type=device_name)                      # auto, cpu, cuda[:N], mps: available here
     parser.add_argument("--task-weights", type=checked_text(parse_task_weights))  # the text, once parsed without error
+    parser.add_argument("--out-dir", type=directory)                        # a path, not empty; ~ is the home
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def number(kind, low=None, high=None, low_open=False, high_open=False):
@@ -50,6 +52,14 @@ def checked_text(check):
 
     parse.__name__ = check.__name__
     return parse
+
+
+def directory(text: str) -> str:
+    """A directory to write into: not empty (that would be the current directory), with ~ expanded here, so that
+    every later use of the value (the lock, the run's files) means the same directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; name a directory (. for the current one, if it is empty)")
+    return os.path.expanduser(text)
 
 
 def device_name(text: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from cli.arg_types import device_name, number
+from cli.arg_types import device_name, directory, number
 from training.config import CHOICES, TrainConfig
 
 
@@ -35,8 +35,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
         raise TypeError(f"add_training_arguments: unknown defaults {sorted(unknown)}")
     d |= defaults
     group = parser.add_argument_group("training (training/trainer.py)")
-    group.add_argument("--out-dir", required="out_dir" not in d, default=d.get("out_dir"),
-                       help="directory for last.pt, best-epoch*.pt and metrics.jsonl (created if missing)"
+    group.add_argument("--out-dir", type=directory, required="out_dir" not in d, default=d.get("out_dir"),
+                       help="directory for last.pt, best-epoch*.pt and metrics.jsonl (created if missing); it "
+                            "must be empty or hold this run's files (training/out_dir.py)"
                        + (" (default: %(default)s)" if "out_dir" in d else ""))
     group.add_argument("--epochs", type=number(int, 0), default=d["epochs"],
                        help="passes over the training set (default: %(default)s)")

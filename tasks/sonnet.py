@@ -30,6 +30,8 @@ from cli.model_flags import add_model_arguments, finetune_config_from_args, mode
 from decoding.config import DecodeConfig, decode
 from cli.arg_types import number
 from training.checkpointing import write_result
+from training.out_dir import claim_out_dir
+from training.run_settings import run_settings
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
@@ -238,6 +240,8 @@ def main(args) -> int:
                 f"{len(test_prompts)} test prompts; {what}; decoder {args.decoder}; --protocol {args.protocol}")
     evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, decoding, args.max_lines, args.dev_limit)
     best_epoch = None  # --epochs 0: the model as loaded
+    if cfg.epochs == 0 and is_main_process():  # train() does this for a trained run: empty, or this run's own
+        claim_out_dir(Path(cfg.out_dir), run_settings(cfg), resume=False)
     if cfg.epochs > 0:
         collate, loss_fn = training_recipe(args.protocol, tokenizer, model.config.n_positions)
         result = train(module, train_text, collate, loss_fn, cfg, evaluate=evaluate, metric="dev_chrf")

@@ -9,6 +9,7 @@ Files in a run's out_dir:
     metrics.jsonl        one JSON line per finished epoch
     result.json          written by the task when the whole run is done (final dev metrics, best epoch): its
                          presence marks a finished run (`run.py sweep` skips those)
+    run.json             the run's settings, written when it starts: the directory holds this run (training/out_dir.py)
 
 Every file is written atomically (minigpt/files.py: a temporary file, fsync, rename), so a crash never leaves
 a half-written file under a checkpoint's name.
@@ -49,22 +50,6 @@ def next_step(directory: Path) -> str:
     if (Path(directory) / LAST).is_file():
         return "free space or fix permissions, then --resume"
     return "free space or fix permissions, then run again"
-
-
-def prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    """Create out_dir, remove temporary files a killed run left, and refuse to overwrite a run (without
-    --resume); an empty metrics.jsonl proves the directory writable before any training."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create the output directory {out_dir}: {e.strerror or e}") from e
-    for tmp in out_dir.glob("*.tmp"):  # left by a run killed mid-write; we hold the directory's lock
-        tmp.unlink(missing_ok=True)
-    if not resume:
-        if (out_dir / LAST).exists():
-            raise CheckpointError(f"{out_dir / LAST} exists: pass --resume to continue that run, or choose "
-                                  "another --out-dir (nothing was overwritten)")
-        write_run_file(out_dir / METRICS, "")
 
 
 def write_run_file(path: str | Path, content) -> None:

@@ -43,6 +43,8 @@ class TrainConfig:
     settings: dict | None = None
 
     def __post_init__(self):
+        if not str(self.out_dir).strip():
+            raise ValueError("TrainConfig.out_dir (--out-dir) is empty: name a directory")
         for name, low in AT_LEAST.items():
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < low:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be >= {low}, "

@@ -37,10 +37,15 @@ FIRST = ("seed", "batch_size", "grad_accum", "epochs", "lr", "weight_decay", "wa
 MODEL_DIR_FILES = ("config.json", "vocab.json", "merges.txt", "prefix_config.json")
 
 
+def run_settings(cfg) -> dict:
+    """The record's settings: every TrainConfig field and every parsed flag of the task (TrainConfig.settings)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "settings"} | (cfg.settings or {})
+
+
 def run_record(cfg, module: nn.Module, n_train: int) -> dict:
     """The record of a run (see the module docstring), made of plain values (loadable with weights_only).
     It takes the data files read so far: the list starts empty for the next run in this process."""
-    settings = {k: v for k, v in asdict(cfg).items() if k != "settings"} | (cfg.settings or {})
+    settings = run_settings(cfg)
     configs = {name or "model": _plain(asdict(m.config)) for name, m in module.named_modules()
                if dataclasses.is_dataclass(getattr(m, "config", None))}
     return {"settings": settings, "model": {"signature": model_signature(module), "configs": configs},
@@ -85,13 +90,17 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return problems
 
 
-def setting_differences(saved: dict, current: dict) -> list[str]:
-    """Every difference of settings, data files and training-set size that could change the numbers."""
-    old, new = saved["settings"], current["settings"]
+def settings_changes(old: dict, new: dict) -> list[str]:
+    """Every setting that differs ("name: old -> new"), IGNORED ones aside; the trainer's main ones first."""
     keys = [k for k in FIRST if k in old or k in new]
     keys += sorted((set(old) | set(new)) - set(FIRST) - IGNORED)
-    changed = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys
-               if k not in IGNORED and old.get(k) != new.get(k)]
+    return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys
+            if k not in IGNORED and old.get(k) != new.get(k)]
+
+
+def setting_differences(saved: dict, current: dict) -> list[str]:
+    """Every difference of settings, data files and training-set size that could change the numbers."""
+    changed = settings_changes(saved["settings"], current["settings"])
     for label in sorted(set(saved["files"]) & set(current["files"])):
         a, b = saved["files"][label], current["files"][label]
         if a != b:

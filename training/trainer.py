@@ -49,8 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.checkpointing import (FORMAT, LAST, METRICS, best_path, capture_rng_state, load_file,
-                                    prepare_out_dir, restore_rng_state, tidy_after_resume, update_best,
-                                    write_run_file)
+                                    restore_rng_state, tidy_after_resume, update_best, write_run_file)
 from training.config import TrainConfig
 from training.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
                                   init_distributed, is_main_process, resolve_device, run_on_main)
@@ -59,6 +58,7 @@ from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.model_switches import switch_model
 from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
 from training.optimization import build_optimizer, build_scheduler
+from training.out_dir import claim_out_dir, remove_temporary_files
 from training.out_dir_lock import locked
 from training.progress import Progress, TrainResult
 from training.run_settings import check_same_run, run_record
@@ -96,7 +96,7 @@ class _Trainer:
         self.cfg, self.data, self.collate, self.loss_fn = cfg, train_data, collate, loss_fn
         self.evaluate, self.metric, self.device = evaluate, metric, device
         self.rank, self.world = get_rank(), get_world_size()
-        self.out_dir = Path(cfg.out_dir)
+        self.out_dir = Path(cfg.out_dir).expanduser()  # as the lock reads it
         self.last_path = self.out_dir / LAST
         self.last_saved = False
         self.step_log: list[dict] = []
@@ -121,7 +121,7 @@ class _Trainer:
         self.progress = Progress()
         self.record = run_record(cfg, self.module, len(train_data))
         seed_everything(cfg.seed + self.rank)  # dropout: a different stream on each rank
-        run_on_main(lambda: prepare_out_dir(self.out_dir, cfg.resume))
+        run_on_main(self._claim_out_dir)
         if cfg.resume:
             self._resume()
         refuse_non_finite_start(self.module)
@@ -284,6 +284,13 @@ class _Trainer:
             raise self._non_finite("NaN/inf weights", f"the weights after global step {p.global_step}; "
                                    "nothing was written")
 
+    def _claim_out_dir(self) -> None:
+        """Check that the out-dir is empty or this run's (training/out_dir.py); a fresh run starts an empty
+        metrics.jsonl."""
+        claim_out_dir(self.out_dir, self.record["settings"], self.cfg.resume)
+        if not self.cfg.resume:
+            write_run_file(self.out_dir / METRICS, "")
+
     def _resume(self) -> None:
         path = self.last_path
         ckpt = load_file(path, missing="--resume: no checkpoint at {path}; run without --resume to start, or point "
@@ -301,6 +308,7 @@ class _Trainer:
                       logging.WARNING)
         self.last_saved = True
         run_on_main(lambda: tidy_after_resume(self.out_dir, p.history, p.best))
+        run_on_main(lambda: remove_temporary_files(self.out_dir))  # left by a kill mid-write, the export's too
         self._log(f"resumed from {path}: epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch}, "
                   f"global step {p.global_step}")
 
