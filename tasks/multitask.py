@@ -118,18 +118,24 @@ def multitask_loss(model, batch: dict, weights: list[float]) -> torch.Tensor:
 
 
 def parse_task_weights(text: str) -> list[float]:
-    """'sst=1,quora=2' -> [1.0, 2.0] in TASKS order; a task left out weighs 1."""
-    weights = dict.fromkeys(TASKS, 1.0)
+    """'sst=1,quora=2' -> [1.0, 2.0] in TASKS order; a task left out weighs 1. A task named twice, or every
+    weight 0 (every loss would be 0: nothing would train), is refused."""
+    weights, named = dict.fromkeys(TASKS, 1.0), set()
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in weights:
             raise ValueError(f"expected name=weight with a name in {TASKS}, got {item!r}")
+        if name.strip() in named:
+            raise ValueError(f"{name.strip()} is named twice in {text!r}: give each task one weight")
+        named.add(name.strip())
         try:
             weights[name.strip()] = float(value)
         except ValueError:
             raise ValueError(f"{value!r} in {item!r} is not a number") from None
         if not math.isfinite(weights[name.strip()]) or weights[name.strip()] < 0:
             raise ValueError(f"weights must be finite and >= 0, got {item!r}")
+    if not any(weights.values()):
+        raise ValueError(f"every weight is 0 in {text!r}: nothing would train; give at least one task a weight > 0")
     return [weights[name] for name in TASKS]
 
 

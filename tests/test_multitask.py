@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import run
 from minigpt import GPT2
 from tasks import multitask, paraphrase
 from tasks.data import read_predictions
 from tasks.multitask import MultitaskModel, TaskView, collate_tagged, multitask_loss, parse_task_weights
 from tests._task_fixtures import SCRATCH, parse, tokenizer_dir, write_quora_files, write_sentiment_files
 from tests.conftest import tiny_config
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -27,6 +27,18 @@ def test_task_weights_parse_with_clear_errors():
                          ("sst", "name=")):
         with pytest.raises(ValueError, match=message):
             parse_task_weights(bad)
+    assert parse_task_weights("sst=0") == [0.0, 1.0]  # one task alone trains
+
+
+@pytest.mark.parametrize("bad, message", [("sst=0,quora=0", "every weight is 0"),  # trained nothing, reported a best
+                                          ("sst=1,quora=2,sst=3", "sst is named twice")])  # the last value won
+def test_task_weights_that_train_nothing_or_name_a_task_twice_are_refused(bad, message, capsys):
+    with pytest.raises(ValueError, match=message):
+        parse_task_weights(bad)
+    with pytest.raises(SystemExit):  # when the command line is parsed, before any data is read
+        run.main(["multitask", "--task-weights", bad])
+    err = capsys.readouterr().err
+    assert "argument --task-weights: " + message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("head", ["cloze", "classifier"])
