@@ -7,9 +7,12 @@ paraphrase_detection.py and optimizer.py. `--protocol course` sets what those sc
                  --warmup 0 (one learning rate throughout), --max-grad-norm 0 (no clipping), --no-amp (fp32),
                  --epochs 10; and the course's model: the erf GELU and padding_idx 0 on the token embedding
                  (GPT2Config.gelu, .padding_idx; minigpt/config.py says why), whatever the checkpoint says
-    sonnet       --lr 1e-5, --batch-size 8, --select last (the course generates with the last epoch's model);
-                 and, without flags of their own: no <|endoftext|> after each sonnet, padding with eos that
-                 stays IN the loss (sonnet.py: course_collate, course_lm_loss)
+    sonnet       --lr 1e-5, --batch-size 8, --select last (the course generates with the last epoch's model),
+                 --max-lines 0 (no line trim); and, without flags of their own: no <|endoftext|> after each
+                 sonnet, padding with eos that stays IN the loss (sonnet.py: course_collate, course_lm_loss);
+                 its generate: no newline appended to the prompt, top-p drawing from the sorted probabilities
+                 with the run's global generator, one prompt at a time, the sonnets numbered 0, 1, ... in the
+                 output files (sonnet.py: generate_sonnets, output_numbers)
     sentiment    --finetune last-linear-layer, --lr 1e-3, --batch-size 8, --head-dropout 0.3, --max-length 1024,
                  --select best (the course keeps the best dev accuracy); and its loss, the cross-entropy summed
                  over the batch and divided by --batch-size (classify.course_summed_loss)
@@ -37,13 +40,15 @@ PROTOCOLS = ("minigpt", "course")
 _EVERY_TASK = dict(optimizer="course", weight_decay=0.0, schedule="constant", warmup=0.0, max_grad_norm=0.0,
                    amp=False, epochs=10)
 COURSE = {
-    "sonnet": _EVERY_TASK | dict(lr=1e-5, batch_size=8, select="last"),
+    "sonnet": _EVERY_TASK | dict(lr=1e-5, batch_size=8, select="last", max_lines=0),
     "sentiment": _EVERY_TASK | dict(finetune="last-linear-layer", lr=1e-3, batch_size=8, head_dropout=0.3,
                                     max_length=1024, select="best"),
     "paraphrase": _EVERY_TASK | dict(head="vocab", lr=1e-5, batch_size=8, max_length=1024, select="best"),
 }
 BEHAVIOUR = {  # what the course protocol changes beyond flags, for --help
-    "sonnet": "no <|endoftext|> after each sonnet; padding (eos) counted in the loss; ",
+    "sonnet": "no <|endoftext|> after each sonnet; padding (eos) counted in the loss; prompts decoded without an "
+              "appended newline, top-p drawing from the sorted probabilities with the run's global generator, "
+              "the output sonnets numbered 0, 1, ...; ",
     "sentiment": "the loss summed over the batch and divided by --batch-size (a short last batch weighs less); ",
     "paraphrase": "the course's prompts (test: 'Is \"s1\" a paraphrase of \"s2\"? Answer \"yes\" or \"no\": ', "
                   "train/dev: question 2's closing quote left out); the test predictions in a shuffled order; ",

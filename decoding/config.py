@@ -18,7 +18,7 @@ import torch
 from .beam import beam_search
 from .contrastive import contrastive_search
 from .ensemble import candidate_ensemble, mbr_decode
-from .sampling import greedy, sample
+from .sampling import DRAWS, greedy, sample
 
 DECODERS = ("greedy", "top-p", "contrastive", "beam", "mbr", "ensemble")
 
@@ -32,6 +32,7 @@ class DecodeConfig:
     top_p: float = 0.9  # the smallest set of tokens holding this probability mass
     top_k: int = 0  # also keep only the k most likely tokens (0 = off)
     seed: int = 11711  # prompt b samples from a generator seeded seed + b
+    draw: str = "vocab"  # top-p: "sorted" draws from the sorted probabilities, as the course (sampling.draw_sorted)
     # contrastive search (Su et al. 2022)
     contrastive_k: int = 4  # candidate tokens per step
     alpha: float = 0.6  # weight of the degeneration penalty (0 = greedy)
@@ -65,6 +66,7 @@ class DecodeConfig:
         check("--ensemble-alpha-spread", self.ensemble_alpha_spread, "in [0, 1]",
               0 <= self.ensemble_alpha_spread <= 1)
         check("--decode-batch-size", self.batch_size, ">= 0", self.batch_size >= 0)
+        check("DecodeConfig.draw", self.draw, "'vocab' or 'sorted'", self.draw in DRAWS)
 
     def ensemble_alphas(self) -> tuple[float, ...]:
         """The contrastive alphas of the ensemble's pool: alpha -/+ the spread, clipped to [0, 1], distinct."""
@@ -100,7 +102,8 @@ def decode(model, input_ids: torch.Tensor, cfg: DecodeConfig, attention_mask: to
         return greedy(model, input_ids, n, eos_token_id=eos_token_id, attention_mask=attention_mask)
     if cfg.decoder == "top-p":
         return sample(model, input_ids, n, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                      generator=generator, eos_token_id=eos_token_id, attention_mask=attention_mask)
+                      generator=generator, eos_token_id=eos_token_id, attention_mask=attention_mask,
+                      draw_order=cfg.draw)
     if cfg.decoder == "contrastive":
         return contrastive_search(model, input_ids, n, top_k=cfg.contrastive_k, alpha=cfg.alpha,
                                   dynamic_alpha=cfg.dynamic_alpha, alpha_start=cfg.alpha_start,

@@ -176,12 +176,39 @@ def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: in
                        lambda logits: logits.argmax(-1, keepdim=True), eos_token_id)
 
 
+def global_generator(device: torch.device) -> torch.Generator:
+    """torch's global generator of `device` (CPU or CUDA), the one torch.manual_seed seeds and generator=None
+    means; as an object, so that callers can pass it where a generator is expected."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    raise ValueError(f"no global generator for device {device}; use the CPU or a CUDA GPU")
+
+
 def draw(probs: torch.Tensor, generator) -> torch.Tensor:
     """One token per row from probs (B, V) -> (B, 1). One generator (or None, torch's global one): a single
     multinomial call for the batch, as transformers makes. A list: row b draws from generator[b] alone."""
     if generator is None or isinstance(generator, torch.Generator):
         return torch.multinomial(probs, num_samples=1, generator=generator)
     return torch.cat([torch.multinomial(p[None], num_samples=1, generator=g) for p, g in zip(probs, generator)])
+
+
+def draw_sorted(probs: torch.Tensor, generator) -> torch.Tensor:
+    """The course's draw (sonnet_generation.py's generate): sort each row's probabilities, most likely first,
+    draw a position of the sorted row, map it back to its token. The same distribution as draw(), but for the
+    same generator state another token: multinomial reads the row in the order it is given.
+
+        (p_sorted, order) = sort(probs, descending)      (B, V) each
+        j ~ Multinomial(p_sorted)                        (B, 1) positions in the sorted row
+        token = order[j]                                 (B, 1)
+    """
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (B, V) each
+    return order.gather(-1, draw(sorted_probs, generator))  # (B, 1)
+
+
+DRAWS = {"vocab": draw, "sorted": draw_sorted}  # sample(draw_order=...): the order multinomial reads the row in
 
 
 @inference
@@ -195,8 +222,12 @@ def sample(
     generator: torch.Generator | list[torch.Generator] | None = None,
     eos_token_id: int | None = None,
     attention_mask: torch.Tensor | None = None,
+    draw_order: str = "vocab",
 ) -> torch.Tensor:
     """(B, T) left-padded prompts -> (B, T + n), each token drawn from softmax(filter(logits)).
+
+    draw_order "vocab": multinomial reads the probabilities in vocabulary order (as transformers does); "sorted":
+    most likely first, the course's draw (draw_sorted): the same distribution, other tokens for the same seed.
 
     How seeds map to rows (every choice is reproducible: the same generators in the same states give the same
     tokens):
@@ -212,9 +243,12 @@ def sample(
     check_prompt(model, input_ids, max_new_tokens, eos_token_id, "sample", attention_mask)
     check_sampling_options(temperature, top_k, top_p)
     check_generator(generator, model, input_ids.size(0), "sample")
+    if draw_order not in DRAWS:
+        raise ValueError(f"sample: draw_order must be one of {', '.join(DRAWS)}, got {draw_order!r}")
+    draw_fn = DRAWS[draw_order]
 
     def choose(logits):  # (B, V) -> (B, 1)
         probs = F.softmax(filter_logits(logits, temperature, top_k, top_p, model.config.fused), dim=-1)
-        return draw(probs, generator)
+        return draw_fn(probs, generator)
 
     return decode_loop(model, input_ids, attention_mask, max_new_tokens, choose, eos_token_id)

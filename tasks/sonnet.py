@@ -9,7 +9,11 @@ corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonne
 
 --protocol course trains as the course's sonnet_generation.py (cli/protocol.py): no <|endoftext|> is appended,
 the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
-course_lm_loss below).
+course_lm_loss below). It also decodes as the course's generate does (generate_sonnets(course=True)): the prompt
+without an appended newline, no line trim (--max-lines 0, unless given), and top-p draws from the sorted
+probabilities (sampling.draw_sorted) with one generator for the run, torch's global one, which the run seeds
+with --seed at its start as the course's seed_everything does, one prompt after the other; the output files
+number the sonnets 0, 1, ... as the course's do (`run.py compare` pairs such a file by position).
 
 At the end the best checkpoint's model (--select last: the last epoch's) writes `generated_sonnets_dev.txt` and
 `generated_sonnets.txt` (the test prompts) in the course format into --out-dir, and the trained model into
@@ -18,6 +22,7 @@ At the end the best checkpoint's model (--select last: the last epoch's) writes 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,6 +33,7 @@ from decoding.chrf_significance import corpus_chrf_interval
 from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
 from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from decoding.config import DecodeConfig, decode
+from decoding.sampling import global_generator
 from cli.arg_types import number
 from training.checkpointing import write_result
 from training.out_dir import claim_out_dir
@@ -177,7 +183,7 @@ def trim_lines(text: str, max_lines: int) -> str:
 
 
 def generate_sonnets(module, tokenizer, prompts: list[str], cfg: DecodeConfig, max_lines: int,
-                     desc: str) -> list[str]:
+                     desc: str, course: bool = False) -> list[str]:
     """Continue each prompt with cfg's decoder; the result keeps the prompt lines (at most max_lines lines in
     all, 0 = all), as the course scores it.
 
@@ -185,23 +191,34 @@ def generate_sonnets(module, tokenizer, prompts: list[str], cfg: DecodeConfig, m
     per step for the whole batch; the deterministic decoders give every prompt the text it gets alone.
     Sampling decoders draw prompt k's sonnet from a generator seeded with --seed + k: each prompt gets its own
     random stream (one seed for all would give every sonnet the same draws), and prompt k's sonnet does not
-    depend on the other prompts, the batch size (--dev-limit, --decode-batch-size) or the epoch."""
+    depend on the other prompts, the batch size (--dev-limit, --decode-batch-size) or the epoch.
+
+    course=True (--protocol course) decodes as the course's generate: each prompt as it is, without the newline
+    minigpt appends; top-p draws in sorted order from torch's global generator, one prompt at a time (a shared
+    stream's draws would depend on the batch), so prompt k's sonnet depends on those before it and on what drew
+    from the generator earlier in the run, as in the course."""
     device = next(module.parameters()).device
+    shared = course and cfg.decoder == "top-p"  # the course's sampling: one stream for the run
+    if shared:
+        cfg = replace(cfg, draw="sorted", batch_size=1)
     size = cfg.batch_size or len(prompts) or 1
     outputs = []
     for start in tqdm(range(0, len(prompts), size), desc=desc, leave=False, disable=not is_main_process()):
-        outputs += generate_batch(module, tokenizer, prompts[start : start + size], start, cfg, max_lines, device)
+        batch = [p if course else p + "\n" for p in prompts[start : start + size]]
+        generator = (global_generator(device) if shared else
+                     [torch.Generator(device=device).manual_seed(cfg.seed + start + k) for k in range(len(batch))])
+        outputs += generate_batch(module, tokenizer, batch, generator, cfg, max_lines, device)
     return outputs
 
 
-def generate_batch(module, tokenizer, prompts: list[str], first: int, cfg: DecodeConfig, max_lines: int,
+def generate_batch(module, tokenizer, prompts: list[str], generator, cfg: DecodeConfig, max_lines: int,
                    device) -> list[str]:
-    """Prompts first, first + 1, ... decoded as one left-padded batch -> their trimmed texts."""
-    batch = tokenizer.encode_batch([p + "\n" for p in prompts], padding_side="left")
+    """Prompts decoded as one left-padded batch (sampling from `generator`: a list of one per prompt, or one
+    shared) -> their trimmed texts."""
+    batch = tokenizer.encode_batch(prompts, padding_side="left")
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)  # (B, T) each
-    generators = [torch.Generator(device=device).manual_seed(cfg.seed + first + k) for k in range(len(prompts))]
     out = decode(module, ids, cfg, attention_mask=mask, eos_token_id=tokenizer.eos_token_id,
-                 decode_fn=tokenizer.decode, generator=generators)  # (B, T + n)
+                 decode_fn=tokenizer.decode, generator=generator)  # (B, T + n)
     texts = []
     for row, padding in zip(out, (mask == 0).sum(dim=1).tolist()):
         text = tokenizer.decode(row[padding:].tolist()).split("<|endoftext|>")[0]  # without the left padding
@@ -209,14 +226,20 @@ def generate_batch(module, tokenizer, prompts: list[str], first: int, cfg: Decod
     return texts
 
 
-def make_evaluate(tokenizer, dev_prompts, dev_true, cfg: DecodeConfig, max_lines: int, dev_limit: int = 0):
+def make_evaluate(tokenizer, dev_prompts, dev_true, cfg: DecodeConfig, max_lines: int, dev_limit: int = 0,
+                  course: bool = False):
     """evaluate(module) -> {"dev_chrf": corpus chrF of the first dev_limit (0 = all) dev prompts' sonnets}."""
     n = dev_limit or len(dev_prompts)
 
     def evaluate(module) -> dict[str, float]:
-        generated = generate_sonnets(module, tokenizer, dev_prompts[:n], cfg, max_lines, "dev sonnets")
+        generated = generate_sonnets(module, tokenizer, dev_prompts[:n], cfg, max_lines, "dev sonnets", course)
         return {"dev_chrf": corpus_chrf(generated, dev_true[:n])}
     return evaluate
+
+
+def output_numbers(numbers: list[int], course: bool) -> list[int]:
+    """The numbers the output file gives the sonnets: their own, or (course) 0, 1, ... as the course writes."""
+    return list(range(len(numbers))) if course else numbers
 
 
 # ----- the task -----------------------------------------------------------------------------------------------
@@ -238,7 +261,8 @@ def main(args) -> int:
             f"--epochs 0: no training, the {total:,} parameters of the model as loaded decode")
     logger.info(f"sonnet: {len(train_text)} training sonnets, {len(dev_prompts)} dev prompts, "
                 f"{len(test_prompts)} test prompts; {what}; decoder {args.decoder}; --protocol {args.protocol}")
-    evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, decoding, args.max_lines, args.dev_limit)
+    course = args.protocol == "course"  # decode and number the sonnets as the course's generate does
+    evaluate = make_evaluate(tokenizer, dev_prompts, dev_true, decoding, args.max_lines, args.dev_limit, course)
     best_epoch = None  # --epochs 0: the model as loaded
     if cfg.epochs == 0 and is_main_process():  # train() does this for a trained run: empty, or this run's own
         claim_out_dir(Path(cfg.out_dir), run_settings(cfg), resume=False)
@@ -254,13 +278,14 @@ def main(args) -> int:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        dev_generated = generate_sonnets(module, tokenizer, dev_prompts, decoding, args.max_lines, "dev sonnets")
+        dev_generated = generate_sonnets(module, tokenizer, dev_prompts, decoding, args.max_lines, "dev sonnets",
+                                         course)
         dev_chrf = corpus_chrf_interval(dev_generated, dev_true)  # score, bootstrap mean ± 95% half-width
-        write_sonnets(out_dir / "generated_sonnets_dev.txt", dev_generated, dev_numbers)
+        write_sonnets(out_dir / "generated_sonnets_dev.txt", dev_generated, output_numbers(dev_numbers, course))
         if not args.skip_test:
             test_generated = generate_sonnets(module, tokenizer, test_prompts, decoding, args.max_lines,
-                                              "test sonnets")
-            write_sonnets(out_dir / "generated_sonnets.txt", test_generated, test_numbers)
+                                              "test sonnets", course)
+            write_sonnets(out_dir / "generated_sonnets.txt", test_generated, output_numbers(test_numbers, course))
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args.model, finetune.prefix_hidden)
     write_result(out_dir, {"dev_chrf": dev_chrf.score, "dev_chrf_mean": dev_chrf.mean,

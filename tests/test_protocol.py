@@ -392,3 +392,83 @@ def test_course_protocol_loads_the_course_model_and_minigpt_keeps_the_checkpoint
     assert all(m.gelu == "erf" for m in course.modules() if hasattr(m, "c_fc"))
     spec = paraphrase.model_spec_from_args(parse(paraphrase, "--protocol", "course"))
     assert spec.course_model and not paraphrase.model_spec_from_args(parse(paraphrase)).course_model
+
+
+# ---- the course's generate: sorted-order draws from the global generator -------------------------------------------
+def course_top_p_token(logits, temperature, top_p, generator):
+    """sonnet_generation.py's sampling step, stated from its description: softmax(logits / T), sorted descending;
+    keep a token while the mass before it is <= p (the most likely always), renormalise, draw a position of the
+    sorted row with multinomial, map it back through the sort."""
+    probs = torch.softmax(logits / temperature, dim=-1)  # (1, V)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep = mass_before <= top_p
+    keep[..., 0] = True
+    filtered = sorted_probs * keep
+    filtered = filtered / filtered.sum(dim=-1, keepdim=True)
+    return order.gather(-1, torch.multinomial(filtered, 1, generator=generator))  # (1, 1)
+
+
+def test_sorted_draw_is_the_sorted_order_multinomial_for_the_same_generator_state():
+    from decoding.sampling import sample
+    from tests.conftest import tiny_config
+    from minigpt import GPT2
+
+    torch.manual_seed(0)
+    model = GPT2(tiny_config()).eval()
+    ids = torch.tensor([[5, 17, 42, 7]])
+    with torch.no_grad():
+        logits = model(ids).logits[:, -1]  # (1, V)
+    differs = 0
+    for seed in range(20):
+        mine = sample(model, ids, 1, temperature=1.2, top_p=0.9, draw_order="sorted",
+                      generator=torch.Generator().manual_seed(seed))[0, -1].item()
+        course = course_top_p_token(logits, 1.2, 0.9, torch.Generator().manual_seed(seed)).item()
+        vocab = sample(model, ids, 1, temperature=1.2, top_p=0.9, generator=torch.Generator().manual_seed(seed))
+        assert mine == course, seed
+        differs += vocab[0, -1].item() != course
+    assert differs >= 10  # the vocabulary-order draw gives other tokens for the same seeds
+
+
+def test_course_generate_continues_the_bare_prompt_from_the_global_generator_one_prompt_after_another(tmp_path):
+    from decoding.config import DecodeConfig
+    from minigpt import GPT2
+    from tasks.sonnet import generate_sonnets, trim_lines
+    from tests.conftest import tiny_config
+
+    tokenizer = Tokenizer.from_dir(write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")]))
+    torch.manual_seed(0)
+    model = GPT2(tiny_config(vocab_size=tokenizer.vocab_size, gelu="erf", padding_idx=0)).eval()
+    prompts = ["thee thou\nlove fair\nsweet time", "night day\nart thou"]
+    cfg = DecodeConfig(decoder="top-p", max_new_tokens=12, batch_size=0)
+    torch.manual_seed(7)  # the run's seed_everything
+    ours = generate_sonnets(model, tokenizer, prompts, cfg, 0, "test", course=True)
+    torch.manual_seed(7)
+    expected = []
+    for prompt in prompts:  # the course's generate, prompt after prompt, on the global generator
+        ids = torch.tensor([tokenizer.encode(prompt)])  # no newline appended
+        for _ in range(cfg.max_new_tokens):
+            with torch.no_grad():
+                token = course_top_p_token(model(ids).logits[:, -1], cfg.temperature, cfg.top_p, None)
+            if token.item() == tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, token], dim=1)
+        expected.append(trim_lines(tokenizer.decode(ids[0].tolist()), 0))
+    assert ours == expected
+    torch.manual_seed(7)
+    assert generate_sonnets(model, tokenizer, prompts, cfg, 0, "test") != expected  # minigpt's decoding differs
+
+
+def test_sonnet_course_protocol_numbers_from_zero_and_trims_no_line(tmp_path):
+    from tasks.data import sonnet_numbers
+    from tests.test_sonnet import sonnet_args, write_fixture
+
+    tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")])
+    data = write_fixture(tmp_path / "data", n_train=4, n_dev=3)
+    argv = ["--protocol", "course", "--epochs", "0", "--decoder", "top-p", "--max-new-tokens", "60"]
+    assert run.main(sonnet_args(data, tmp_path / "course", tok, *argv)) == 0
+    assert run.main(sonnet_args(data, tmp_path / "plain", tok, *argv[2:])) == 0
+    assert sonnet_numbers(tmp_path / "course" / "generated_sonnets_dev.txt") == [0, 1, 2]
+    assert sonnet_numbers(tmp_path / "plain" / "generated_sonnets_dev.txt") == [5, 6, 7]
+    assert parse(sonnet, "--protocol", "course").max_lines == 0 and parse(sonnet).max_lines == 14  # no line trim
+    assert parse(sonnet, "--protocol", "course", "--max-lines", "14").max_lines == 14  # a given flag wins
