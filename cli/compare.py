@@ -4,7 +4,9 @@ Each system's score comes with its 95% bootstrap interval, and each system after
 its gap to the first (decoding/significance.py: sacreBLEU 2.5.1's procedures, same numbers). Two kinds of file:
 
 - generated sonnets (the course format, `generated_sonnets_dev.txt`) with --refs the true sonnets: chrF, the
-  sonnets paired by number (the statistics of one sonnet are one item to resample);
+  sonnets paired by number (the statistics of one sonnet are one item to resample); a file numbered 0..n-1, as
+  the course's code (and `--protocol course`) writes, is paired by position with --refs, which must then hold
+  the same number of sonnets;
 - prediction files of one classification task (`id \\t Predicted_Sentiment` or `id \\t Predicted_Is_Paraphrase`)
   with --gold the labelled file (ids-sst-dev.csv, ids-cfimdb-dev.csv, quora-dev.csv): accuracy and macro-F1,
   paired by id (one example is one item).
@@ -82,9 +84,16 @@ def numbered_sonnets(path: str) -> dict[int, str]:
 def sonnet_tables(files: list[str], refs_path: str) -> tuple[str, list[np.ndarray]]:
     """(description, per system its (sonnets, 3 * 6) chrF statistics, sonnets in --refs order)."""
     refs = numbered_sonnets(refs_path)
-    tables = []
+    tables, by_position = [], []
     for path in files:
         system = numbered_sonnets(path)
+        if course_numbered(system, refs):
+            if len(system) != len(refs):
+                raise ValueError(f"{path}: its {len(system)} sonnets are numbered 0..{len(system) - 1} (the course's "
+                                 f"numbering), so they pair with --refs {refs_path} by position, but that holds "
+                                 f"{len(refs)}: the counts differ")
+            by_position.append(path)
+            system = dict(zip(refs, system.values()))  # the k-th sonnet is the k-th of --refs
         missing = [n for n in refs if n not in system]
         if missing:
             raise ValueError(f"{path}: sonnet {missing[0]} is missing ({len(missing)} of the {len(refs)} in "
@@ -93,7 +102,17 @@ def sonnet_tables(files: list[str], refs_path: str) -> tuple[str, list[np.ndarra
         if extra:
             raise ValueError(f"{path}: sonnet {extra[0]} is not in --refs {refs_path}")
         tables.append(np.array(segment_stats([system[n] for n in refs], list(refs.values()))))
-    return f"{len(refs)} sonnets paired by number with {refs_path}", tables
+    what = f"{len(refs)} sonnets paired by number with {refs_path}"
+    if by_position:
+        what += (f" ({', '.join(by_position)}: numbered 0..{len(refs) - 1} as the course's code writes, so paired "
+                 "by position, in --refs order)")
+    return what, tables
+
+
+def course_numbered(system: dict[int, str], refs: dict[int, str]) -> bool:
+    """A file numbered 0, 1, ..., n-1 in order (the course's generate_submission_sonnets) against references that
+    carry other numbers: its sonnets can only pair with the references by position."""
+    return list(system) == list(range(len(system))) and set(system) != set(refs)
 
 
 def gold_labels(gold_path: str, column: str) -> dict[str, int]:

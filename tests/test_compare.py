@@ -121,3 +121,18 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
         assert run.main(["compare", *argv]) == 1, message
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_file_numbered_from_zero_as_the_course_writes_pairs_by_position(tmp_path, capsys):
+    refs_file, refs, a, b, file_a, file_b = sonnet_fixture(tmp_path)
+    course_a = write_sonnets(tmp_path / "course-a.txt", a, range(len(a)))  # the course's numbering, refs' order
+    assert run.main(["compare", str(file_a), str(course_a), "--refs", str(refs_file)]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert rows[str(course_a)][0] == rows[str(file_a)][0] and rows[str(course_a)][-1] == "same"
+    assert f"{course_a}: numbered 0..9 as the course's code writes, so paired by position" in out
+    assert str(file_a) + ":" not in out  # the file numbered as --refs is paired by number, and not named so
+    short = write_sonnets(tmp_path / "course-short.txt", a[:-1], range(len(a) - 1))
+    assert run.main(["compare", str(file_a), str(short), "--refs", str(refs_file)]) == 1
+    err = capsys.readouterr().err
+    assert "numbered 0..8 (the course's numbering)" in err and "the counts differ" in err and err.count("\n") == 1
