@@ -9,12 +9,18 @@ varying slowest), one after the other, each in its own process, then prints the 
 metric (sonnet: dev chrF; sentiment, paraphrase: dev accuracy; multitask: mean dev accuracy) and writes that table
 to <out-dir>/sweep.json.
 
-Stopping and restarting: a finished run has written result.json and is skipped; a run that was interrupted has a
-last.pt and continues with --resume; so after Ctrl-C, a crash or a lost machine, rerunning the same command picks
-up where the sweep stopped. A run that fails (a learning rate that diverges, say) is reported and the sweep goes on.
+Stopping and restarting: rerunning the command after Ctrl-C, a crash or a lost machine picks up where the sweep
+stopped. A finished run (its result.json written) is reused only when its run record (in last.pt: every flag, the
+data and model files' hashes, training/run_settings.py) equals what the sweep would run now; a run recorded with
+other settings (the shared flags changed, a data file edited) is refused before anything runs, listing the
+differences as --resume does, rather than rerun: rerunning would write over a finished run that still answers
+its own question. An interrupted run (last.pt, no result) continues with --resume, as does a finished one whose
+result.json is damaged (the final evaluation writes it again); a run that left no record (--epochs 0 writes no
+last.pt) runs again. A run that fails (a learning rate that diverges, say) is reported and the sweep goes on.
 
 Several GPUs: `--gpus 0,1,2,3` runs four settings at a time, each child seeing only its own GPU, with its output
-in <out-dir>/<run>/log.txt instead of the terminal.
+in <out-dir>/<run>.log instead of the terminal (beside the run's directory, which holds only what the run
+writes).
 
 Switches (flags without a value, like --use-mean-sim) take the values on and off: --grid use-mean-sim=off,on.
 Every setting is checked against the task's own flags before the first run starts, so a typo fails at once.
@@ -35,13 +41,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from cli.protocol import resolve_protocol
+from cli.training_flags import config_from_args
 from minigpt.files import atomic_write_text
 from training.checkpointing import LAST, RESULT
+from training.run_settings import differences_before_start, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]  # where run.py is
-# task -> the result.json entry that ranks its runs (higher is better)
-TASKS = {"sonnet": "dev_chrf", "sentiment": "dev_accuracy", "paraphrase": "dev_accuracy",
-         "multitask": "dev_mean_accuracy"}
+# task -> the scores its result.json holds (higher is better), the first one ranking its runs by default
+_CLASSIFY = ("dev_accuracy", "dev_macro_f1")
+TASKS = {"sonnet": ("dev_chrf", "dev_chrf_mean", "floor_prompts", "floor_random_lines"),
+         "sentiment": _CLASSIFY, "paraphrase": _CLASSIFY,
+         "multitask": ("dev_mean_accuracy", *(f"{t}_{m}" for t in ("sst", "quora") for m in _CLASSIFY))}
 OWNED = ("--out-dir", "--resume")  # the sweep sets these for each run
 
 
@@ -59,10 +72,11 @@ def add_arguments(parser) -> None:
                         help="a task flag (without its dashes) and the values to try; repeat for more flags")
     parser.add_argument("--out-dir", required=True, help="each run goes to OUT_DIR/<its settings>")
     parser.add_argument("--metric", default=None,
-                        help="the result.json entry that ranks the runs (default: the task's dev metric)")
+                        help="the result.json score that ranks the runs (default: the task's dev metric; sonnet: "
+                             "dev_chrf, sentiment and paraphrase: dev_accuracy, multitask: dev_mean_accuracy)")
     parser.add_argument("--gpus", default=None, metavar="0,1,...",
                         help="run settings side by side, one per listed GPU (each run sees only its GPU; its output "
-                             "goes to OUT_DIR/<run>/log.txt); default: one run at a time, output shown live")
+                             "goes to OUT_DIR/<run>.log); default: one run at a time, output shown live")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("task", choices=sorted(TASKS), help="the task every run trains")
     parser.add_argument("task_args", nargs=argparse.REMAINDER, help="flags every run shares")
@@ -99,6 +113,9 @@ def plan(grid: dict[str, list[str]], task: str, task_args: list[str], out_dir: s
         raise ValueError(f"{min(given & set(OWNED))} is set by the sweep for each run; leave it out of the task's "
                          "flags")
     for flag in grid:
+        if f"--{flag}" in OWNED:
+            raise ValueError(f"--grid {flag}: the sweep sets --{flag} for each run (its directory "
+                             "OUT_DIR/<its settings>, --resume when it was interrupted); it cannot be varied")
         if f"--{flag}" in given:
             raise ValueError(f"--{flag} is both in --grid and in the task's flags; keep one")
     parser = task_parser(task)
@@ -152,12 +169,46 @@ def task_parser(task: str) -> argparse.ArgumentParser:
     return parser
 
 
+# ----- what a run's directory holds: reuse, continue or start ---------------------------------------------------
+def review(task: str, run: Run, run_dir: Path) -> tuple[str, str]:
+    """(action, why): "skip" a finished run whose record (in last.pt) matches the settings it would run with now;
+    "resume" an interrupted run (or a finished one whose result.json is damaged: --resume writes it again);
+    "start" a new run, or again one that left no record (--epochs 0 trains nothing and writes no last.pt).
+    A run recorded with other settings raises ValueError listing the differences, as --resume does."""
+    result = read_result(run_dir)
+    damaged = f"its {RESULT} is damaged" if result is None and (run_dir / RESULT).exists() else ""
+    if not (run_dir / LAST).is_file():
+        if result is None:
+            return "start", damaged and f"{damaged}: running it again"
+        return "start", "finished earlier but left no run record to compare settings with: running it again"
+    record = recorded_settings(run_dir / LAST)
+    if record is None:  # unreadable, or written before records: the run itself says what it finds on --resume
+        return "resume", damaged
+    changed = differences_before_start(record, planned_settings(task, run.argv))
+    if changed:
+        raise ValueError(f"{run_dir} was run with other settings ({'; '.join(changed)}): reusing it would answer "
+                         "another question. Use the old values, or a new sweep --out-dir (nothing was run)")
+    if result is None:
+        return "resume", damaged and f"{damaged}: continuing with --resume, which writes it again"
+    return "skip", "finished earlier with the same settings, skipped"
+
+
+def recorded_settings(last: Path) -> dict | None:
+    """The run record a last.pt holds (None: unreadable, or written before records existed). mmap: only the
+    record is read, not the weights."""
+    try:
+        return torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("record")
+    except Exception:  # noqa: BLE001 - a damaged file raises many kinds; --resume reports it, naming the file
+        return None
+
+
+def planned_settings(task: str, argv: list[str]) -> dict:
+    """The settings a run of `run.py TASK argv` records (training/run_settings.py), before it starts."""
+    args = task_parser(task).parse_args(argv, argparse.Namespace(command=task))  # `command`: run.py's subparser
+    return run_settings(config_from_args(resolve_protocol(args)))
+
+
 # ----- running and ranking --------------------------------------------------------------------------------------
-def status(run_dir: Path) -> str:
-    """done (result.json written), interrupted (last.pt but no result: continue with --resume) or new."""
-    if (run_dir / RESULT).is_file():
-        return "done"
-    return "interrupted" if (run_dir / LAST).is_file() else "new"
 
 
 def command(task: str, argv: list[str]) -> list[str]:
@@ -182,7 +233,7 @@ def run_one_by_one(task: str, todo: list[tuple[str, Run, list[str]]]) -> dict[st
 
 def run_on_gpus(task: str, todo: list[tuple[str, Run, list[str]]], gpus: list[str], out_dir: Path) -> dict[str, int]:
     """Up to one run per GPU at a time, each child seeing only its GPU (CUDA_VISIBLE_DEVICES); a run's output
-    goes to OUT_DIR/<run>/log.txt. The failed runs' exit statuses."""
+    goes to OUT_DIR/<run>.log. The failed runs' exit statuses."""
     failed, free, queue = {}, list(gpus), list(todo)
     running = {}  # child process -> (label, run, gpu, open log file)
     try:
@@ -190,7 +241,7 @@ def run_on_gpus(task: str, todo: list[tuple[str, Run, list[str]]], gpus: list[st
             while queue and free:
                 label, run, argv = queue.pop(0)
                 gpu = free.pop(0)
-                log_path = out_dir / run.name / "log.txt"
+                log_path = out_dir / f"{run.name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log = open(log_path, "a", encoding="utf-8")
                 child = subprocess.Popen(command(task, argv), stdout=log, stderr=subprocess.STDOUT,
@@ -220,10 +271,12 @@ def report(label: str, run: Run, code: int, failed: dict[str, int]) -> None:
 
 
 def read_result(run_dir: Path) -> dict | None:
+    """The run's result.json as a dict; None when it is missing or damaged."""
     try:
-        return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+        result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
 
 
 def ranked_rows(runs: list[Run], out_dir: Path, metric: str, failed: dict[str, int]) -> list[dict]:
@@ -254,22 +307,34 @@ def cell(row: dict, column: str) -> str:
     return "-" if value is None else str(value)
 
 
+def ranking_metric(task: str, metric: str | None) -> str:
+    """--metric, checked before any run: a score the task's result.json holds (default: its dev metric)."""
+    if metric is None:
+        return TASKS[task][0]
+    if metric not in TASKS[task]:
+        raise ValueError(f"--metric {metric}: `run.py {task}` writes no such score into result.json; choose one of "
+                         f"{', '.join(TASKS[task])}")
+    return metric
+
+
 def main(args) -> int:
     grid = parse_grid(args.grid)
-    metric = args.metric or TASKS[args.task]
+    metric = ranking_metric(args.task, args.metric)
     gpus = parse_gpus(args.gpus)
     runs = plan(grid, args.task, args.task_args, args.out_dir)
     out_dir = Path(args.out_dir)
     print(f"sweep: {len(runs)} runs of `run.py {args.task}` into {out_dir}/, ranked by {metric}")
     todo = []  # (label, run, its command line) of the runs still to do
-    for i, run in enumerate(runs, 1):
-        label, state = f"[{i}/{len(runs)}] {run.name}", status(out_dir / run.name)
-        if state == "done":
-            print(f"{label}: finished earlier, skipped")
+    reviews = [review(args.task, run, out_dir / run.name) for run in runs]  # every refusal before any run
+    for i, (run, (action, why)) in enumerate(zip(runs, reviews), 1):
+        label = f"[{i}/{len(runs)}] {run.name}"
+        if why:
+            print(f"{label}: {why}")
+        if action == "skip":
             continue
-        todo.append((label, run, run.argv + (["--resume"] if state == "interrupted" else [])))
+        todo.append((label, run, run.argv + (["--resume"] if action == "resume" else [])))
         if args.dry_run:
-            print(f"{label}: would {'continue' if state == 'interrupted' else 'start'}\n"
+            print(f"{label}: would {'continue' if action == 'resume' else 'start'}\n"
                   f"    python run.py {shlex.join([args.task, *todo[-1][2]])}")
     if args.dry_run:
         return 0

@@ -204,6 +204,15 @@ def test_read_sonnets_matches_the_course_split(tmp_path):
     assert read_sonnets(write(tmp_path, "crlf.txt", SONNETS, newline="\r\n")) == read_sonnets(path)
 
 
+@pytest.mark.parametrize("start", ["", "\n\n", "  \n"])
+def test_a_sonnet_file_without_a_header_is_read_whole(tmp_path, start):
+    """The course's split drops the piece before the first number: without a header that is sonnet 1."""
+    path = write(tmp_path, "s.txt", start + SONNETS[SONNETS.index("1\n"):])
+    assert read_sonnets(path) == course_split(SONNETS) and sonnet_numbers(path) == [1, 2, 10]
+    with pytest.raises(DataError, match=r"s\.txt:1: sonnet 1 has no text"):
+        read_sonnets(write(tmp_path, "s.txt", "1\n\n"))
+
+
 def test_bad_sonnet_files(tmp_path):
     with pytest.raises(DataError, match=r"none\.txt: no numbered sonnets"):
         read_sonnets(write(tmp_path, "none.txt", "Title\n\nJust some prose without numbers.\n"))

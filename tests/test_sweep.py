@@ -1,10 +1,11 @@
 """`run.py sweep`: the grid, the early checks, and real sweeps of tiny sonnet runs (each run a child process)."""
 import json
+from pathlib import Path
 
 import pytest
 
 import run
-from cli.sweep import parse_grid, plan, run_name
+from cli.sweep import TASKS, parse_grid, plan, run_name
 from minigpt.tokenizer import write_vocab_files
 from tests.test_sonnet import TINY, write_fixture
 
@@ -56,6 +57,8 @@ def test_grid_is_every_combination_first_flag_slowest():
     (["lr=1e-5"], ["--out-dir", "x"], "--out-dir is set by the sweep"),
     (["lr=1e-5"], ["--resume"], "--resume is set by the sweep"),
     (["model=a/b,a-b"], [], "the same run directory name"),
+    (["out-dir=a,b"], [], "the sweep sets --out-dir for each run"),
+    (["resume=on,off"], [], "the sweep sets --resume for each run"),
 ])
 def test_bad_grids_fail_before_any_run(tmp_path, capsys, grid, shared, message):
     assert sweep(tmp_path / "out", grid, shared) == 1
@@ -71,6 +74,7 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     assert [r["run"] for r in rows] == sorted((r["run"] for r in rows), key=lambda n: -next(
         x["dev_chrf"] for x in rows if x["run"] == n))
     assert {r["run"] for r in rows} == {"lr=1e-3", "lr=3e-2"} and all(r["status"] == "done" for r in rows)
+    assert set(TASKS["sonnet"]) <= {k for k, v in rows[0].items() if isinstance(v, float)}  # --metric's choices
     for r in rows:  # each row is the run's own result.json plus its setting
         assert r == {"run": r["run"], "lr": r["run"][3:], "status": "done",
                      **json.loads((out / r["run"] / "result.json").read_text())}
@@ -86,7 +90,7 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     result.unlink()
     assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
     said = capsys.readouterr().out
-    assert "[1/2] lr=1e-3: finished earlier, skipped" in said and "[2/2] lr=3e-2: continuing (--resume)" in said
+    assert "[1/2] lr=1e-3: finished earlier with the same settings, skipped" in said and "[2/2] lr=3e-2: continuing (--resume)" in said
     after = json.loads(result.read_text())
     assert after["dev_chrf"] == before["dev_chrf"]  # max_steps had been reached: same weights, same sonnets
     assert before["best_epoch"] == after["best_epoch"] == 1  # the evaluation where max_steps stopped, again
@@ -115,8 +119,47 @@ def test_gpus_run_settings_side_by_side_a_failing_run_is_reported_and_the_sweep_
                                                              ("max-new-tokens=12", "done"), ("max-new-tokens=16", "done")]
     assert rows[-1]["run"] == "max-new-tokens=1000"  # a run without a score is ranked last
     for name in ("max-new-tokens=16", "max-new-tokens=12"):
-        assert "dev chrF" in (out / name / "log.txt").read_text() and (out / name / "result.json").is_file()
-    assert "error: " in (out / "max-new-tokens=1000" / "log.txt").read_text()
+        assert "dev chrF" in (out / f"{name}.log").read_text() and (out / name / "result.json").is_file()
+    assert "error: " in (out / "max-new-tokens=1000.log").read_text()
+
+
+def test_a_metric_the_task_does_not_write_is_refused_before_any_run(tmp_path, capsys):
+    assert sweep(tmp_path / "out", ["lr=1e-3"], [], "--metric", "dev_chrff") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--metric dev_chrff: `run.py sonnet` writes no such score" in err
+    assert "dev_chrf, dev_chrf_mean" in err and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_with_other_shared_flags_is_refused_listing_them(sonnet_setup, capsys):
+    """The 1-epoch runs do not answer the 2-epoch question: nothing is skipped, nothing is rerun."""
+    out, shared = sonnet_setup
+    assert sweep(out, ["lr=1e-3"], shared) == 0
+    result = (out / "lr=1e-3" / "result.json").read_text()
+    capsys.readouterr()
+    i = shared.index("--epochs")
+    assert sweep(out, ["lr=1e-3"], shared[:i] + ["--epochs", "2"] + shared[i + 2:]) == 1
+    said = capsys.readouterr()
+    assert "skipped" not in said.out and said.err.count("\n") == 1
+    assert f"{out / 'lr=1e-3'} was run with other settings (epochs: 1 -> 2)" in said.err
+    assert (out / "lr=1e-3" / "result.json").read_text() == result
+    data = Path(shared[shared.index("--data-dir") + 1]) / "sonnets.txt"  # a data file edited in place: another
+    data.write_text(data.read_text() + "\n")  # question too
+    assert sweep(out, ["lr=1e-3"], shared) == 1
+    assert "file sonnets.txt: contents changed" in capsys.readouterr().err
+
+
+def test_a_damaged_result_is_written_again(sonnet_setup, capsys):
+    out, shared = sonnet_setup
+    assert sweep(out, ["lr=1e-3"], shared) == 0
+    result = out / "lr=1e-3" / "result.json"
+    before = json.loads(result.read_text())
+    result.write_text(result.read_text()[:20])
+    capsys.readouterr()
+    assert sweep(out, ["lr=1e-3"], shared) == 0
+    said = capsys.readouterr().out
+    assert "result.json is damaged: continuing with --resume, which writes it again" in said
+    rows = json.loads((out / "sweep.json").read_text())
+    assert rows[0]["status"] == "done" and json.loads(result.read_text()) == before
 
 
 @pytest.mark.parametrize("gpus", ["0,0", "a", "0,,1"])

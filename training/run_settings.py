@@ -10,6 +10,7 @@ The record, stored in last.pt and built again on --resume:
     files      size and SHA-256 of every data file the task read (minigpt.files.FILES_READ: tasks/data/files.py records
                them), of every file a flag names (--augment, --load-head) and of the config and tokenizer files
                in a directory a flag names (--model DIR, --tokenizer DIR)
+    paths      where each of those files is (run.py sweep fingerprints them again before reusing a finished run)
     n_train    the number of training examples
 
 Only settings that cannot change the numbers may differ: IGNORED below (where files go, the device, --resume
@@ -48,12 +49,14 @@ def run_record(cfg, module: nn.Module, n_train: int) -> dict:
     settings = run_settings(cfg)
     configs = {name or "model": _plain(asdict(m.config)) for name, m in module.named_modules()
                if dataclasses.is_dataclass(getattr(m, "config", None))}
+    files = files_read(settings)
     return {"settings": settings, "model": {"signature": model_signature(module), "configs": configs},
-            "files": fingerprint_files(settings), "n_train": n_train}
+            "files": {label: _fingerprint(path) for label, path in files.items()},
+            "paths": {label: str(path.absolute()) for label, path in files.items()}, "n_train": n_train}
 
 
-def fingerprint_files(settings: dict) -> dict[str, dict]:
-    """{label: {"size", "sha256"}} of the data files read so far and the files the settings name."""
+def files_read(settings: dict) -> dict[str, Path]:
+    """{label: path} of the data files read so far and the files the settings name: what a record fingerprints."""
     files = {name: path for name, path in FILES_READ.items()}
     for key, value in settings.items():
         if key in IGNORED or not isinstance(value, str) or not value:
@@ -64,7 +67,7 @@ def fingerprint_files(settings: dict) -> dict[str, dict]:
         elif path.is_dir():
             files |= {f"--{key.replace('_', '-')} {n}": path / n for n in MODEL_DIR_FILES if (path / n).is_file()}
     FILES_READ.clear()
-    return {label: _fingerprint(path) for label, path in sorted(files.items()) if path.is_file()}
+    return {label: path for label, path in sorted(files.items()) if path.is_file()}
 
 
 def _fingerprint(path: Path) -> dict:
@@ -110,6 +113,15 @@ def setting_differences(saved: dict, current: dict) -> list[str]:
     if saved["n_train"] != current["n_train"]:
         changed.append(f"training examples: {saved['n_train']} -> {current['n_train']}")
     return changed
+
+
+def differences_before_start(saved: dict, settings: dict) -> list[str]:
+    """setting_differences between a run's record and a run with `settings` not yet started (run.py sweep asks
+    before it reuses a finished run): the settings, and the files the record lists (its "paths") as they are now;
+    the training-set size follows from those. A record without paths (written before them): the settings."""
+    paths = {label: Path(p) for label, p in saved.get("paths", {}).items()}
+    files = {label: _fingerprint(path) for label, path in paths.items() if path.is_file()}
+    return setting_differences(saved, {"settings": settings, "files": files, "n_train": saved["n_train"]})
 
 
 def check_same_run(ckpt: dict, path: Path, record: dict) -> None:

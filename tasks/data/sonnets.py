@@ -12,8 +12,10 @@ _SONNET_NUMBER = re.compile(r"\n\s*(\d+)\s*\n")  # the course's separator, with 
 
 
 def split_sonnets(text: str, name: str = "<text>") -> list[tuple[int, str]]:
-    """(number, sonnet) pairs, exactly as the course's re.split(r'\\n\\s*\\d+\\s*\\n') minus the header piece."""
-    text = text.replace("\r\n", "\n")
+    """(number, sonnet) pairs, exactly as the course's re.split(r'\\n\\s*\\d+\\s*\\n') minus the header piece.
+    A number on the file's first line starts sonnet 1 (a file without a header): the course's split would drop
+    that sonnet as the header, so the text gets a newline in front, and the header piece is empty."""
+    text = "\n" + text.replace("\r\n", "\n")
     matches = list(_SONNET_NUMBER.finditer(text))
     if not matches:
         raise DataError(f"{name}: no numbered sonnets (expected a header, then each sonnet's number alone on "
@@ -22,7 +24,7 @@ def split_sonnets(text: str, name: str = "<text>") -> list[tuple[int, str]]:
     for m, after in zip(matches, matches[1:] + [None]):
         body = text[m.end():after.start() if after else len(text)].strip()
         if not body:
-            line = text.count("\n", 0, m.start(1)) + 1
+            line = text.count("\n", 0, m.start(1))  # (the newline put in front is not the file's)
             raise DataError(f"{name}:{line}: sonnet {m.group(1)} has no text")
         sonnets.append((int(m.group(1)), body))
     return sonnets
