@@ -107,13 +107,31 @@ class GPT2(nn.Module):
         position_ids: (B, T) explicit positions (default: from the mask, else T_past, T_past + 1, ...).
         logits_to_keep: None = logits for every position; n = only the last n (0 = none; saves the LM head).
         """
-        B, T = input_ids.shape
+        cache = self.cache_for(past_key_values, use_cache, T=input_ids.size(1))
+        position_ids = self.positions(input_ids, attention_mask, cache, position_ids)  # (B, T)
+        mask = None if attention_mask is None else build_attention_mask(attention_mask, input_ids.size(1))
+
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        x = self.run_blocks(x, mask, cache)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+        logits = self.logits(x, logits_to_keep)  # (B, T or logits_to_keep, vocab), or None
+        return ModelOutput(logits, x, cache if use_cache else None)
+
+    # ----- the helpers of forward: the cache, the positions (and the checks on them), the LM head -----------------
+    def cache_for(self, past_key_values: KVCache | None, use_cache: bool, T: int) -> KVCache | None:
+        """The KVCache this call writes into: the one passed in, a new one for use_cache=True, or None."""
         if past_key_values is not None and not isinstance(past_key_values, KVCache):
             raise ValueError(f"past_key_values must be a minigpt KVCache (minigpt/kv_cache.py) or None, got "
                              f"{type(past_key_values).__name__}")
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(self.config.n_layer, capacity=T)
+        if past_key_values is None and use_cache:
+            return KVCache(self.config.n_layer, capacity=T)
+        return past_key_values
+
+    def positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None,
+                  position_ids: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) position ids: the ones given, else counted from the mask, else T_past, T_past + 1, ...; the mask's
+        shape and the last position against n_positions are checked here, where they enter."""
+        B, T = input_ids.shape
         past_len = 0 if cache is None else cache.length
         if attention_mask is not None and attention_mask.shape != (B, past_len + T):
             raise ValueError(
@@ -130,18 +148,13 @@ class GPT2(nn.Module):
                 f"sequence of {last_position + 1} positions is longer than this model's "
                 f"n_positions={self.config.n_positions}; shorten the input"
             )
-        mask = None if attention_mask is None else build_attention_mask(attention_mask, T)
+        return position_ids
 
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-        x = self.run_blocks(x, mask, cache)  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
-
-        logits = None
+    def logits(self, x: torch.Tensor, logits_to_keep: int | None) -> torch.Tensor | None:
+        """The LM head over every position (logits_to_keep None), the last n only, or none (0): (B, T', vocab)."""
         if logits_to_keep is None:
-            logits = self.lm_head(x)  # (B, T, vocab)
-        elif logits_to_keep > 0:
-            logits = self.lm_head(x[:, -logits_to_keep:])
-        return ModelOutput(logits, x, cache if use_cache else None)
+            return self.lm_head(x)
+        return self.lm_head(x[:, -logits_to_keep:]) if logits_to_keep > 0 else None
 
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden states (..., C) -> logits (..., vocab): the LM head, tied to the token embedding."""
