@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from cli.protocol import resolve_protocol
-from cli.training_flags import config_from_args
+from training.config import config_from_args
 from minigpt.files import atomic_write_text
 from training.checkpointing import LAST, RESULT
 from training.run_settings import differences_before_start, run_settings

@@ -51,7 +51,7 @@ from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
                         resolve_data_dir, write_paraphrase_predictions, write_sentiment_predictions)
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
-from cli.training_flags import add_training_arguments, config_from_args
+from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
 TASKS = ("sst", "quora")  # task index t = position here

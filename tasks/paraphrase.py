@@ -41,7 +41,7 @@ from tasks.data import (course_file_name, course_preprocess, data_file, paraphra
 from tasks.data.hard_negatives import hard_negatives
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
 from cli.protocol import add_protocol_argument, resolve_protocol
-from cli.training_flags import add_training_arguments, config_from_args
+from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything
 
 FINETUNE_CHOICES = ("full", "last-linear-layer", "lora", "dora")

@@ -42,7 +42,7 @@ from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, son
 from tasks.floors import describe_floors, sonnet_floors
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
 from cli.protocol import add_protocol_argument, resolve_protocol
-from cli.training_flags import add_training_arguments, config_from_args
+from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import GPT2, GPT2Config
-from cli.training_flags import add_training_arguments, config_from_args
+from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
 SEQ_LEN = 12

@@ -145,7 +145,7 @@ def test_the_trainer_gives_the_same_losses_with_gradient_checkpointing(tmp_path)
 def test_the_flag_reaches_the_trainer_and_the_model(tmp_path):
     import argparse
 
-    from cli.training_flags import add_training_arguments, config_from_args
+    from training.config import add_training_arguments, config_from_args
     from training.model_switches import switch_model
 
     parser = argparse.ArgumentParser()

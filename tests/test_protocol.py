@@ -30,7 +30,7 @@ from cli.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune
 from training.optimization import warmup_constant
 from cli.protocol import COURSE, resolve_protocol
-from cli.training_flags import config_from_args
+from training.config import config_from_args
 from training.trainer import TrainConfig, epoch_plan, train
 from tests.conftest import tiny_pair
 from tests.test_trainer import Affine, affine_data, collate_xy, mse

@@ -20,7 +20,7 @@ from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release
 from training.run_settings import IGNORED, setting_differences
 from tasks.sonnet import load_sonnet_data
 from training.trainer import train
-from cli.training_flags import parsed_settings
+from training.config import parsed_settings
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.test_sonnet import sonnet_file, write_fixture
 from tests.test_trainer import Affine, Scripted, affine_data, cfg_for, collate_xy, mse

@@ -1,19 +1,18 @@
-"""The trainer's flags (cli/training_flags.py): written out one per line, filling TrainConfig, refusing at parse
-time exactly the values TrainConfig refuses, carrying the task's --explicit-math."""
+"""The trainer's flags (training/config.py): made from TrainConfig's declarations, filling TrainConfig, refusing at
+parse time exactly the values TrainConfig refuses, carrying the task's --explicit-math."""
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
-from cli.training_flags import add_training_arguments, config_from_args
-from training.config import AT_LEAST, CHOICES, TrainConfig
+from training.config import TrainConfig, add_training_arguments, config_from_args
 
-SOURCE = Path(__file__).resolve().parents[1] / "cli" / "training_flags.py"
 NOT_FLAGS = {"settings", "find_unused_parameters", "explicit_math"}  # set by code, or by the task's own flags
+DECLARED = {f.name: f.metadata["setting"] for f in fields(TrainConfig) if "setting" in f.metadata}
+AT_LEAST = {name: meta["low"] for name, meta in DECLARED.items() if meta["low"] is not None}
+CHOICES = {name: meta["choices"] for name, meta in DECLARED.items() if meta["choices"]}
 
 
 class Refused(Exception):
@@ -40,19 +39,22 @@ def test_flags_fill_the_config():
     assert "--max-steps" in p.format_help() and "micro-batches" in p.format_help()
     with pytest.raises(TypeError, match="unknown defaults"):
         add_training_arguments(argparse.ArgumentParser(), epoch=3)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="--batch-size"):
         TrainConfig(out_dir="x", batch_size=0)
     with pytest.raises(ValueError, match="warmup"):
         TrainConfig(out_dir="x", warmup=1.5)
 
 
-def test_every_flag_is_a_literal_line_a_reader_can_grep():
-    text = SOURCE.read_text()
-    for f in fields(TrainConfig):
-        if f.name in NOT_FLAGS:
-            continue
-        flag = "--no-amp" if f.name == "amp" else "--" + f.name.replace("_", "-")
-        assert len(re.findall(rf'add_argument\("{flag}"', text)) == 1, flag
+def test_every_setting_is_declared_once_and_is_a_flag_with_its_help():
+    help_text = parser().format_help()
+    assert set(DECLARED) == {f.name for f in fields(TrainConfig)} - {"settings"}
+    assert len(AT_LEAST) == 13 and set(CHOICES) == {"schedule", "select", "optimizer"}
+    for name, meta in DECLARED.items():
+        flag = "--no-amp" if name == "amp" else "--" + name.replace("_", "-")
+        assert (flag in help_text) == (name not in NOT_FLAGS), flag
+        if name not in NOT_FLAGS:
+            words = " ".join(meta["help"].split()[:4])
+            assert words in " ".join(help_text.split()), (flag, words)
 
 
 def test_a_flag_refuses_what_the_config_refuses():
@@ -64,7 +66,7 @@ def test_a_flag_refuses_what_the_config_refuses():
         if isinstance(getattr(TrainConfig(out_dir="x"), name), int):
             with pytest.raises(Refused, match=f"must be >= {low}"):
                 parser().parse_args([flag, str(low - 1)])
-            with pytest.raises(ValueError, match=name):
+            with pytest.raises(ValueError, match=f"^{flag} must be >= {low}, got {low - 1}$"):  # the same words
                 TrainConfig(out_dir="x", **{name: low - 1})
     for name, allowed in CHOICES.items():
         with pytest.raises(Refused, match="invalid choice"):

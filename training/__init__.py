@@ -2,7 +2,7 @@
 
     loop.py           the plain loop: forward, loss, backward, clip, step, schedule (train_epoch, epoch_plan)
     trainer.py        train(): the loop with resume, best-k checkpoints, RNG state, AMP, DDP, early stopping
-    config.py         TrainConfig: every setting of a run (the flags are in cli/training_flags.py)
+    config.py         TrainConfig: every setting of a run and the flags made from it
     optimization.py   the optimizer and learning-rate schedule the settings name
     progress.py       where a run stands (saved in last.pt) and what train() returns
     evaluation.py     the dev evaluation at an epoch's end

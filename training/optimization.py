@@ -17,7 +17,6 @@ import torch.nn as nn
 from minigpt.course_adamw import CourseAdamW
 from minigpt.optim import AdamW, LRSchedule, linear_warmup_decay, param_groups
 from minigpt.optimizer_base import Optimizer
-from training.config import CHOICES
 
 
 def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,
@@ -28,7 +27,7 @@ def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float
     if name == "course":
         trainable = [p for p in module.parameters() if p.requires_grad]
         return CourseAdamW(trainable, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"--optimizer {name!r}: choose one of {', '.join(CHOICES['optimizer'])}")
+    raise ValueError(f"--optimizer {name!r}: choose adamw or course")
 
 
 def warmup_constant(step: int, warmup_steps: int) -> float:
@@ -42,4 +41,4 @@ def build_scheduler(optimizer: Optimizer, name: str, warmup_steps: int, total_st
         return LRSchedule(optimizer, lambda s: linear_warmup_decay(s, warmup_steps, total_steps))
     if name == "constant":
         return LRSchedule(optimizer, lambda s: warmup_constant(s, warmup_steps))
-    raise ValueError(f"--schedule {name!r}: choose one of {', '.join(CHOICES['schedule'])}")
+    raise ValueError(f"--schedule {name!r}: choose linear or constant")
