@@ -12,6 +12,7 @@ from cli.model_flags import add_explicit_math_argument
 from decoding.config import decode
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
+from minigpt.compiling import compile_model
 from cli.arg_types import device_name, number
 from training.distributed import resolve_device
 
@@ -28,6 +29,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", type=device_name, default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     add_explicit_math_argument(parser)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's forward (minigpt/compiling.py) with dynamic shapes: one "
+                             "graph for the prompt, one for every cached one-token step whatever the length; the "
+                             "first call pays for the compilation, the tokens are eager's")
     add_decoder_arguments(parser)
 
 
@@ -39,6 +44,8 @@ def main(args) -> int:
     if not ids:
         raise ValueError("--prompt is empty: give at least one token of text to continue")
     model = load_pretrained(args.model, device=device).eval().set_fused(not args.explicit_math)
+    if args.compile:
+        compile_model(model, device, dynamic=True)
     context = model.config.n_positions
     if len(ids) + args.max_new_tokens > context:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}: the prompt's {len(ids)} tokens plus these exceed "

@@ -12,6 +12,11 @@ from minigpt import GPT2Config
 SHARED = os.environ.get("MINIGPT_SHARED")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "compile: runs torch.compile (inductor builds C++ kernels: tens of seconds "
+                                       "on a cold cache); -m 'not compile' leaves them out")
+
+
 def shared_path(*parts: str) -> Path:
     """A path under $MINIGPT_SHARED (the real data and tokenizer), or skip the test with the reason."""
     if not SHARED:
