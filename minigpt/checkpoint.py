@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import re
 import shutil
@@ -134,10 +135,23 @@ def resolve_model_dir(name_or_dir: str | Path) -> Path:
     return path
 
 
+def kind_of(path: Path) -> str:
+    """What stands at a path that is not a regular file, in words."""
+    if path.is_symlink() and not path.exists():
+        return f"a link to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return "a directory"
+    return "a device, socket or pipe"
+
+
 def find_weights(model_dir: Path) -> Path:
     for name in WEIGHT_FILES:
         if (model_dir / name).is_file():
             return model_dir / name
+    for name in WEIGHT_FILES:  # there, but a directory, a device or a broken link: say so, not "no such file"
+        if os.path.lexists(model_dir / name):
+            raise FileNotFoundError(f"{model_dir / name}: not a regular file ({kind_of(model_dir / name)}); a model "
+                                    f"directory holds its weights as a file")
     present = sorted(p.name for p in model_dir.iterdir())
     hint = ""
     if any(name.endswith(".part") for name in present):

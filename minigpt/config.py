@@ -52,6 +52,9 @@ def _is_number(value) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
+MAX_PARAMETERS = 20_000_000_000  # 80 GB of fp32 weights, 13x gpt2-xl: a larger config is a typo, not a model
+
+
 @dataclass
 class GPT2Config:
     vocab_size: int = 50257
@@ -74,6 +77,11 @@ class GPT2Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPT2Config.{name} must be a positive integer, got {value!r}")
+        if self.num_parameters > MAX_PARAMETERS:  # refused before torch tries to allocate it
+            raise ValueError(f"GPT2Config: {self.num_parameters:,} parameters ({4 * self.num_parameters / 2**30:,.0f} "
+                             f"GiB in fp32) is over minigpt's limit of {MAX_PARAMETERS:,} (gpt2-xl has 1.56e9); "
+                             f"check n_positions={self.n_positions}, n_embd={self.n_embd}, n_layer={self.n_layer}, "
+                             f"vocab_size={self.vocab_size}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), "
@@ -91,6 +99,15 @@ class GPT2Config:
                                                  and 0 <= self.padding_idx < self.vocab_size):
             raise ValueError(f"GPT2Config.padding_idx must be None or a token id in [0, {self.vocab_size}), got "
                              f"{self.padding_idx!r}")
+
+    @property
+    def num_parameters(self) -> int:
+        """The model's parameter count, from the shapes alone (GPT2.num_parameters counts the tensors):
+        token and position embeddings, per block two LayerNorms (2 * 2C), attention (C x 3C + 3C, C x C + C) and
+        the MLP (C x 4C + 4C, 4C x C + C), the final LayerNorm; the LM head is tied to the token embedding."""
+        C = self.n_embd
+        block = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+        return (self.vocab_size + self.n_positions) * C + self.n_layer * block + 2 * C
 
     @property
     def head_dim(self) -> int:

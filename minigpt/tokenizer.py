@@ -42,6 +42,17 @@ class Batch:
     num_truncated: int  # how many texts were cut to max_length
 
 
+def check_merges(path: Path) -> None:
+    """One 'a b' pair per line after GPT-2's '#version: 0.2' header; a bad line is named (tokenizers' own
+    message names neither the file nor the line as it stands in the file)."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if (number == 1 and line.startswith("#version")) or not line:
+            continue
+        if len(line.split(" ")) != 2:
+            raise ValueError(f"{path}:{number}: {line[:60]!r} is not a merge: each line after '#version: 0.2' "
+                             f"holds two pieces separated by one space")
+
+
 class Tokenizer:
     def __init__(self, vocab_path: str | Path, merges_path: str | Path):
         for p in (vocab_path, merges_path):
@@ -53,7 +64,12 @@ class Tokenizer:
             raise ValueError(f"{vocab_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
         if EOS_TEXT not in vocab:
             raise ValueError(f"{vocab_path}: has no {EOS_TEXT!r} entry")
-        bpe = models.BPE.from_file(str(vocab_path), str(merges_path))
+        check_merges(Path(merges_path))
+        try:
+            bpe = models.BPE.from_file(str(vocab_path), str(merges_path))
+        except Exception as e:  # tokenizers raises a bare Exception, e.g. for a merge of pieces not in the vocab
+            reason = str(e).removeprefix("Error while reading BPE files: ")
+            raise ValueError(f"{vocab_path}, {merges_path}: {reason}") from None
         tok = HFTokenizer(bpe)
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's regex + byte map
         tok.decoder = decoders.ByteLevel()

@@ -101,6 +101,19 @@ def malicious_last_pt(r):
     return sonnet(r, "--out-dir", str(out), "--resume")
 
 
+def bad_merges_model(r):
+    model = model_variant(r, "m-merges")
+    (model / "merges.txt").write_text("#version: 0.2\nt h\nth e x\n")
+    return generate(r, model=model)
+
+
+def weights_a_directory(r):
+    model = model_variant(r, "m-weights-dir")
+    (model / "model.safetensors").unlink()
+    (model / "model.safetensors").mkdir()
+    return generate(r, model=model)
+
+
 def true_sonnets_missing_one(r):
     data = r / "data-missing"
     write_fixture(data)
@@ -155,6 +168,12 @@ CASES = [
     ("sonnet-scratch-config-unknown-key", lambda r: sonnet(r, "--scratch-config", "n_layers=2"), "--scratch-config"),
     ("sonnet-scratch-config-not-a-number", lambda r: sonnet(r, "--scratch-config", "n_embd=big"), "--scratch-config"),
     ("sonnet-scratch-config-heads", lambda r: sonnet(r, "--scratch-config", "n_embd=30,n_head=4"), "--scratch-config"),
+    ("sonnet-scratch-config-huge-context", lambda r: sonnet(r, "--scratch-config", "n_positions=100000000000"),
+     "--scratch-config"),  # refused from the shapes, before torch tries to allocate 300 GB
+    ("config-huge-context", lambda r: generate(r, model=model_variant(r, "m-huge", {"n_positions": 10**11})),
+     "n_positions=100000000000"),
+    ("merges-line-malformed", bad_merges_model, "m-merges/merges.txt:3:"),
+    ("weights-a-directory", weights_a_directory, "model.safetensors: not a regular file (a directory)"),
     # bad files
     ("config-epsilon-string", lambda r: generate(r, model=model_variant(r, "m-eps", {"layer_norm_epsilon": "1e-5"})),
      "layer_norm_epsilon"),

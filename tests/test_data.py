@@ -64,6 +64,14 @@ def test_quoted_field_with_doubled_quotes(tmp_path):
     assert [e.label for e in examples] == [1, 0]
 
 
+def test_a_review_longer_than_pythons_csv_field_limit_is_read(tmp_path):
+    review = " ".join(["it was long ."] * 20_000)  # 279,999 characters: over csv's default 131,072
+    assert len(review) > 131_072
+    text = f"\tid\tsentence\tsentiment\n0\tr1\t{review}\t1\n1\tr2\t Short .\t0\n"
+    examples = read_sentiment(write(tmp_path, "long.csv", text), labeled=True, num_labels=2)
+    assert [len(e.sentence) for e in examples] == [len(review), len("short .")]
+
+
 def test_crlf_and_bom_read_like_lf(tmp_path):
     lf = read_sentiment(write(tmp_path, "lf.csv", SST_TRAIN), labeled=True, num_labels=5)
     crlf = read_sentiment(write(tmp_path, "crlf.csv", SST_TRAIN, newline="\r\n"), labeled=True, num_labels=5)

@@ -196,6 +196,14 @@ def test_bad_config_errors(tmp_path):
         GPT2Config.from_json_file(tmp_path / "config.json")
 
 
+def test_config_counts_the_parameters_the_model_has():
+    for cfg in (tiny_config(), GPT2Config(vocab_size=300, n_positions=40, n_embd=48, n_layer=3, n_head=4)):
+        assert cfg.num_parameters == GPT2(cfg).num_parameters()
+    assert GPT2Config.from_name("gpt2").num_parameters == 124_439_808  # the published 124M
+    with pytest.raises(ValueError, match=r"over minigpt's limit .* check n_positions=1000000000"):
+        GPT2Config(n_positions=10**9)
+
+
 def test_input_longer_than_n_positions_is_an_error():
     model = GPT2(tiny_config(n_positions=16)).eval()
     with pytest.raises(ValueError, match="longer than this model's n_positions=16"):

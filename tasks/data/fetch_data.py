@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .files import COURSE_FILES, DataError, atomic_write_text
 from .gutenberg import build_sonnets
+from .tsv import tsv_reader
 
 logger = logging.getLogger("minigpt.data")
 
@@ -157,7 +158,7 @@ def build_quora(raw: Path, data_dir: Path) -> list[Path]:
     space); shuffle with SEED; split 70/10/20. ids: '<pair id> <uuid5 of "quora-<pair id>">', like the course's."""
     pairs, skipped = [], 0
     with open(raw, encoding="utf-8-sig", newline="") as fp:
-        reader = csv.reader(fp, delimiter="\t")
+        reader = tsv_reader(fp)
         header = next(reader, [])
         wanted = ["id", "question1", "question2", "is_duplicate"]
         if any(c not in header for c in wanted):

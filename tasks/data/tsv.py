@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +48,14 @@ class ParaphraseExample:
 
 
 # ----------------------------------------------------------------------------------- tab-separated files
+
+def tsv_reader(fp):
+    """csv.reader over tab-separated text with no cap on a field's length: Python's default cap (131,072
+    characters) refuses a long review, which is data. An unbalanced quote now swallows lines into one field
+    instead, and _broken() reports that row."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the largest a C long holds on every platform
+    return csv.reader(fp, delimiter="\t")
+
 
 def _broken(fields: list[str], header: list[str], label_col: str, labeled: bool) -> str | None:
     """Why this row's quoting is broken (see the module docstring), or None for a well-formed row."""
@@ -86,7 +95,7 @@ def _read_rows(path, columns: Sequence[str], label_col: str, labeled: bool) -> l
         raise MissingDataError(f"{path}: no such file")
     rows, skipped, skipped_lines = [], [], 0
     with open(path, encoding="utf-8-sig", newline="") as fp, utf8_or_data_error(path):  # newline="": csv handles CRLF
-        reader = csv.reader(fp, delimiter="\t")
+        reader = tsv_reader(fp)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path}: empty file (expected a header line)")
@@ -97,8 +106,8 @@ def _read_rows(path, columns: Sequence[str], label_col: str, labeled: bool) -> l
                 fields = next(reader)
             except StopIteration:
                 break
-            except csv.Error as e:  # e.g. an unbalanced quote that swallows the rest of the file
-                raise DataError(f"{path}:{start}: {e} (an unbalanced '\"'?)") from None
+            except csv.Error as e:
+                raise DataError(f"{path}:{start}: {e}") from None
             if not fields:  # a blank line
                 continue
             end = reader.line_num
