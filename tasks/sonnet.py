@@ -269,7 +269,7 @@ def main(args) -> int:
     if cfg.epochs > 0:
         collate, loss_fn = training_recipe(args.protocol, tokenizer, model.config.n_positions)
         result = train(module, train_text, collate, loss_fn, cfg, evaluate=evaluate, metric="dev_chrf")
-        chrf = "" if result.best_metric is None or cfg.select == "last" else f": dev chrF {result.best_metric:.2f}"
+        chrf = f": dev chrF {result.best_metric:.2f}" if result.holds_best else ""
         logger.info(f"training ended ({result.stop_reason}); the model is now {result.describe()}{chrf}")
         best_epoch = result.model_epoch
     if not is_main_process():

@@ -102,8 +102,11 @@ def test_constant_schedule_keeps_the_learning_rate_after_warmup(tmp_path):
     assert [round(s["lr"], 6) for s in linear.step_log] == [0.05, 0.041667, 0.033333, 0.025, 0.016667, 0.008333]
 
 
-@pytest.mark.parametrize("select", ["best", "last"])
-def test_select_chooses_the_best_or_the_last_epoch(tmp_path, select):
+@pytest.mark.parametrize("select, keep_best, says", [
+    ("best", 1, "best epoch 2"),
+    ("last", 1, "the last epoch, 4"),
+    ("best", 0, "the last epoch, 4 (--keep-best 0 kept no checkpoint of the best epoch, 2)")])  # nothing to load
+def test_select_chooses_the_best_or_the_last_epoch(tmp_path, select, keep_best, says):
     scores = iter([3.0, 5.0, 1.0, 2.0])  # the best dev epoch is 2, the last 4
     snapshots = []
 
@@ -112,11 +115,12 @@ def test_select_chooses_the_best_or_the_last_epoch(tmp_path, select):
         return {"dev": next(scores)}
 
     model = Affine()
-    cfg = TrainConfig(out_dir=str(tmp_path), epochs=4, batch_size=4, lr=0.05, device="cpu", select=select)
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=4, batch_size=4, lr=0.05, device="cpu", select=select,
+                      keep_best=keep_best)
     result = train(model, affine_data(8), collate_xy, mse, cfg, evaluate=evaluate, metric="dev")
-    epoch = 2 if select == "best" else 4
+    epoch = 2 if select == "best" and keep_best else 4
     assert result.best_epoch == 2 and result.model_epoch == epoch
-    assert result.describe() == ("best epoch 2" if select == "best" else "the last epoch, 4")
+    assert result.describe() == says and result.holds_best == (epoch == 2)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, snapshots[epoch - 1][name], rtol=0, atol=0)
     assert not torch.equal(snapshots[1]["proj.weight"], snapshots[3]["proj.weight"])

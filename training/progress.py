@@ -65,13 +65,21 @@ class TrainResult:
     model_epoch: int | None = None  # the epoch whose weights the model holds (best, or last with --select last)
     select: str = "best"
 
+    @property
+    def holds_best(self) -> bool:
+        """True when the model holds the best dev epoch's weights (best_metric is then their score)."""
+        return self.best_metric is not None and self.model_epoch is not None and self.model_epoch == self.best_epoch
+
     def describe(self) -> str:
         """Which weights the model now holds, in words: "best epoch 3", "untrained (--epochs 0)", ..."""
-        if self.select == "last" and self.model_epoch:
-            return f"the last epoch, {self.model_epoch}"
-        if self.best_epoch:
-            return f"best epoch {self.best_epoch}" if self.best_metric is not None else f"epoch {self.best_epoch}"
-        if self.global_step == 0:
-            return "untrained (--epochs 0)"
-        # e.g. a run without a dev evaluation that max_steps stopped mid-epoch
-        return f"the weights after step {self.global_step} ({self.stop_reason}; no dev evaluation in this call)"
+        epoch = self.model_epoch
+        if epoch is None:
+            if self.global_step == 0:
+                return "untrained (--epochs 0)"
+            # e.g. max_steps stopped mid-epoch with no best checkpoint to load
+            return f"the weights after step {self.global_step} ({self.stop_reason}; no best checkpoint loaded)"
+        if self.select == "last":
+            return f"the last epoch, {epoch}"
+        if epoch == self.best_epoch:
+            return f"best epoch {epoch}" if self.best_metric is not None else f"epoch {epoch}"
+        return f"the last epoch, {epoch} (--keep-best 0 kept no checkpoint of the best epoch, {self.best_epoch})"
