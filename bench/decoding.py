@@ -33,8 +33,8 @@ import torch
 from bench.chrf import bench_chrf
 from bench.model import bench_device, parse_config
 from bench.timing import timed_pair
-from cli.arg_types import checked_text, number
-from cli.model_flags import add_explicit_math_argument
+from minigpt.settings import checked_text, number
+from tasks.model_flags import add_explicit_math_argument
 
 DECODERS = ("greedy", "top-p", "contrastive", "beam")  # the first word of each row's name in decoder_cases
 

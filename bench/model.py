@@ -23,8 +23,8 @@ import torch
 
 from bench.children import all_at_once, one_after_another
 from bench.timing import synchronize, timed_pair
-from cli.arg_types import checked_text, number
-from cli.model_flags import add_explicit_math_argument
+from minigpt.settings import checked_text, number
+from tasks.model_flags import add_explicit_math_argument
 
 MODES = ("train", "inference")  # a training step (forward + backward + AdamW), an inference forward
 

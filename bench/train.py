@@ -49,8 +49,8 @@ from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_to
 from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib,
                          parse_config, peak_above_now, precision, set_fused, train_step_fn)
 from bench.timing import interleaved, synchronize
-from cli.arg_types import checked_text, number
-from cli.model_flags import add_explicit_math_argument
+from minigpt.settings import checked_text, number
+from tasks.model_flags import add_explicit_math_argument
 from minigpt import GPT2
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.arg_types import number
+from minigpt.settings import number
 from decoding.chrf import chrf_from_sums, segment_stats
 from decoding.significance import (BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval,
                                    paired_test)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
-from cli.model_flags import add_explicit_math_argument
-from decoding.config import decode
+from tasks.model_flags import add_explicit_math_argument
+from decoding.common import check_room
+from decoding.config import add_decoder_arguments, decode, decode_config_from_args
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
 from minigpt.compiling import compile_model
-from cli.arg_types import device_name, number
+from minigpt.state_dict import refuse_non_finite
+from minigpt.settings import device_type
 from training.distributed import resolve_device
 
 
@@ -24,9 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", default=None, help="directory with vocab.json + merges.txt (default: the "
                                                           "model directory)")
     parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument("--max-new-tokens", type=number(int, 1), default=50,
-                        help="tokens to generate after the prompt (prompt + these must fit the model's context)")
-    parser.add_argument("--device", type=device_name, default="auto",
+    parser.add_argument("--device", type=device_type, default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     add_explicit_math_argument(parser)
     parser.add_argument("--compile", action="store_true",
@@ -44,12 +43,10 @@ def main(args) -> int:
     if not ids:
         raise ValueError("--prompt is empty: give at least one token of text to continue")
     model = load_pretrained(args.model, device=device).eval().set_fused(not args.explicit_math)
+    check_room(len(ids), args.max_new_tokens, model.config.n_positions, prompt="--prompt")
+    refuse_non_finite(model, "decode")
     if args.compile:
         compile_model(model, device, dynamic=True)
-    context = model.config.n_positions
-    if len(ids) + args.max_new_tokens > context:
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: the prompt's {len(ids)} tokens plus these exceed "
-                         f"the model's context of {context} positions (at most {max(context - len(ids), 0)})")
     input_ids = torch.tensor([ids], device=device)
     out = decode(model, input_ids, cfg, eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
     print(tokenizer.decode(out[0].tolist()))

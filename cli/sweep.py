@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from cli.protocol import resolve_protocol
+from tasks.protocol import resolve_protocol
 from training.config import config_from_args
 from minigpt.files import atomic_write_text
 from training.checkpointing import LAST, RESULT

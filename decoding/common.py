@@ -29,6 +29,17 @@ def inference(decoder):
     return wrapper
 
 
+def check_room(prompt_tokens: int, max_new_tokens: int, n_positions: int, prompt: str = "the prompt") -> None:
+    """The command line's check that a prompt and --max-new-tokens fit the context, blaming the right one: a
+    prompt that fills the context by itself is the prompt's fault, whatever --max-new-tokens says."""
+    if prompt_tokens >= n_positions:
+        raise ValueError(f"{prompt} has {prompt_tokens} tokens, which leaves none of the model's {n_positions} "
+                         f"positions to generate in: shorten it to under {n_positions} tokens")
+    if prompt_tokens + max_new_tokens > n_positions:
+        raise ValueError(f"--max-new-tokens {max_new_tokens}: {prompt} ({prompt_tokens} tokens) plus these exceed "
+                         f"the model's context of {n_positions} positions (at most {n_positions - prompt_tokens})")
+
+
 def check_prompt(model, input_ids, max_new_tokens: int, eos_token_id: int | None, who: str,
                  attention_mask: torch.Tensor | None = None) -> None:
     """Clear errors for a batch of prompts the decoders cannot continue. We refuse (rather than silently truncate

@@ -3,17 +3,25 @@
     cfg = DecodeConfig(decoder="contrastive", contrastive_k=4, alpha=0.6, max_new_tokens=64)
     out = decode(model, ids, cfg, attention_mask=mask, eos_token_id=eos)   # (B, T) -> (B, T + n)
 
-The defaults are the command line's (cli/decoding_flags.py builds a DecodeConfig from the flags): top-p 0.9 at
-temperature 1.2 are the course's settings for sonnets; the rest are minigpt's own choices: contrastive search with
-k = 4, alpha = 0.6; beam search with 5 beams, length penalty 0.6 and no repeated 3-grams; 8 MBR / ensemble
-candidates. (The decoder functions themselves keep the reference defaults, e.g. beam_search(length_penalty=1.0,
-no_repeat_ngram_size=0).) A setting out of range is a ValueError naming its flag, raised when the config is built.
+    add_decoder_arguments(parser, max_new_tokens=128)   # the flags, made from the declarations below
+    cfg = decode_config_from_args(args)
+
+Each setting is declared once below (minigpt/settings.py): default, help, range and the decoders that read it.
+top-p 0.9 at temperature 1.2 are the course's settings for sonnets; the rest are minigpt's own choices:
+contrastive search with k = 4, alpha = 0.6; beam search with 5 beams, length penalty 0.6 and no repeated 3-grams;
+8 MBR / ensemble candidates. (The decoder functions themselves keep the reference defaults, e.g.
+beam_search(length_penalty=1.0, no_repeat_ngram_size=0).) A setting out of range, or one set away from its
+default for a decoder that does not read it (--top-p with beam), is a ValueError naming its flag, raised when the
+config is built: the command line's flags and code get the same words.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
+
+from minigpt.settings import add_settings, check_settings, default_of, declared, flag_of, setting, settings_from_args
 
 from .beam import beam_search
 from .contrastive import contrastive_search
@@ -21,52 +29,68 @@ from .ensemble import candidate_ensemble, mbr_decode
 from .sampling import DRAWS, greedy, sample
 
 DECODERS = ("greedy", "top-p", "contrastive", "beam", "mbr", "ensemble")
+SAMPLING = ("top-p", "ensemble")  # the decoders that draw random numbers
+CONTRASTIVE = ("contrastive", "ensemble")
+BEAMS = ("beam", "mbr", "ensemble")
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    decoder: str = "top-p"  # one of DECODERS
-    max_new_tokens: int = 50  # tokens generated after each prompt
+    decoder: str = setting(
+        "top-p", "greedy: most likely token; top-p: nucleus sampling; contrastive: contrastive search (Su et al. "
+                 "2022); beam: beam search (best hypothesis); mbr: beam n-best reranked by MBR with chrF; ensemble: "
+                 "top-p samples + contrastive outputs + beam n-best, reranked by MBR", choices=DECODERS)
+    max_new_tokens: int = setting(50, "tokens generated after each prompt", low=1)
     # top-p (and the ensemble's samples)
-    temperature: float = 1.2  # logits / temperature before sampling
-    top_p: float = 0.9  # the smallest set of tokens holding this probability mass
-    top_k: int = 0  # also keep only the k most likely tokens (0 = off)
-    seed: int = 11711  # prompt b samples from a generator seeded seed + b
-    draw: str = "vocab"  # top-p: "sorted" draws from the sorted probabilities, as the course (sampling.draw_sorted)
+    temperature: float = setting(1.2, "divide the logits by this before sampling (> 1 = more diverse)", low=0,
+                                 low_open=True, used_by=SAMPLING)
+    top_p: float = setting(0.9, "sample from the smallest set of tokens holding this probability mass", low=0,
+                           high=1, low_open=True, used_by=SAMPLING)
+    top_k: int = setting(0, "also keep only the k most likely tokens before the top-p cut (0 = off)", low=0,
+                         used_by=("top-p",))
+    seed: int = setting(11711, "seed of the sampling generator (prompt b draws from seed + b)", low=0,
+                        used_by=SAMPLING)
+    draw: str = setting("vocab", "top-p: 'sorted' draws from the sorted probabilities, as the course "
+                                 "(sampling.draw_sorted)", choices=tuple(DRAWS), cli=False)
     # contrastive search (Su et al. 2022)
-    contrastive_k: int = 4  # candidate tokens per step
-    alpha: float = 0.6  # weight of the degeneration penalty (0 = greedy)
-    dynamic_alpha: bool = False  # alpha rises linearly from alpha_start to alpha
-    alpha_start: float = 0.0
-    use_mean_sim: bool = False  # penalise the mean similarity to the context instead of the max
-    repetition_penalty: float = 1.0  # CTRL penalty on tokens already present (1.0 = off)
+    contrastive_k: int = setting(4, "candidate tokens per step, the k most likely, among which the degeneration "
+                                    "penalty chooses", low=1, used_by=CONTRASTIVE)
+    alpha: float = setting(0.6, "weight of the degeneration penalty (0 = greedy)", low=0, high=1, used_by=CONTRASTIVE)
+    dynamic_alpha: bool = setting(False, "alpha rises linearly from --alpha-start (first token) to --alpha (last)",
+                                  used_by=("contrastive",))
+    alpha_start: float = setting(0.0, "with --dynamic-alpha: alpha of the first generated token", low=0, high=1,
+                                 used_by=("contrastive",))
+    use_mean_sim: bool = setting(False, "penalise the mean cosine similarity to the context instead of the max",
+                                 used_by=("contrastive",))
+    repetition_penalty: float = setting(1.0, "CTRL repetition penalty on tokens already present (1.0 = off, > 1 = "
+                                             "fewer repeats)", low=0, low_open=True, used_by=("contrastive",))
     # beam search, MBR, ensemble
-    num_beams: int = 5
-    length_penalty: float = 0.6  # score = log-prob / length ** length_penalty
-    no_repeat_ngram_size: int = 3  # 0 = off
-    num_candidates: int = 8  # mbr: beam n-best size; ensemble: top-p samples in the pool
-    ensemble_alpha_spread: float = 0.2  # ensemble: contrastive runs at alpha - spread, alpha, alpha + spread
+    num_beams: int = setting(5, "beams", low=1, used_by=BEAMS)
+    length_penalty: float = setting(0.6, "score = log-prob / length ** this (> 0 favours longer outputs)",
+                                    used_by=BEAMS)
+    no_repeat_ngram_size: int = setting(3, "never repeat an n-gram of this size (0 = off)", low=0, used_by=BEAMS)
+    num_candidates: int = setting(8, "mbr: size of the beam n-best to rerank (num-beams is raised to match); "
+                                     "ensemble: number of top-p samples in the pool", low=2, used_by=("mbr", "ensemble"))
+    ensemble_alpha_spread: float = setting(0.2, "the pool holds contrastive outputs at three alphas, --alpha minus "
+                                                "this, --alpha and --alpha plus this (clipped to [0, 1])", low=0,
+                                           high=1, used_by=("ensemble",))
     # batching
-    batch_size: int = 0  # prompts decoded together (left-padded); 0 = all at once
+    batch_size: int = setting(0, "prompts decoded together in one batch (left-padded; one forward per step for all "
+                                 "of them); 0 = all prompts at once. Deterministic decoders give the same text at "
+                                 "any size", low=0, flag="--decode-batch-size")
 
     def __post_init__(self):
-        if self.decoder not in DECODERS:
-            raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        check("--max-new-tokens", self.max_new_tokens, ">= 1", self.max_new_tokens >= 1)
-        check("--temperature", self.temperature, "> 0", self.temperature > 0)
-        check("--top-p", self.top_p, "in (0, 1]", 0 < self.top_p <= 1)
-        check("--top-k", self.top_k, ">= 0", self.top_k >= 0)
-        check("--contrastive-k", self.contrastive_k, ">= 1", self.contrastive_k >= 1)
-        check("--alpha", self.alpha, "in [0, 1]", 0 <= self.alpha <= 1)
-        check("--alpha-start", self.alpha_start, "in [0, 1]", 0 <= self.alpha_start <= 1)
-        check("--repetition-penalty", self.repetition_penalty, "> 0", self.repetition_penalty > 0)
-        check("--num-beams", self.num_beams, ">= 1", self.num_beams >= 1)
-        check("--no-repeat-ngram-size", self.no_repeat_ngram_size, ">= 0", self.no_repeat_ngram_size >= 0)
-        check("--num-candidates", self.num_candidates, ">= 2", self.num_candidates >= 2)
-        check("--ensemble-alpha-spread", self.ensemble_alpha_spread, "in [0, 1]",
-              0 <= self.ensemble_alpha_spread <= 1)
-        check("--decode-batch-size", self.batch_size, ">= 0", self.batch_size >= 0)
-        check("DecodeConfig.draw", self.draw, "'vocab' or 'sorted'", self.draw in DRAWS)
+        check_settings(self)
+        unused = [flag_of(f) for f in declared(self) if not uses(self.decoder, f.name)
+                  and getattr(self, f.name) != default_of(f)]
+        if unused:
+            hint = ("; its candidate count is --contrastive-k" if "--top-k" in unused and self.decoder in CONTRASTIVE
+                    else "")
+            raise ValueError(f"--decoder {self.decoder} does not use {', '.join(unused)}{hint}: leave "
+                             f"{'it' if len(unused) == 1 else 'them'} out, or choose a decoder that uses "
+                             f"{'it' if len(unused) == 1 else 'them'}")
+        if self.alpha_start != 0 and not self.dynamic_alpha:
+            raise ValueError("--alpha-start is the first token's alpha under --dynamic-alpha: give both, or neither")
 
     def ensemble_alphas(self) -> tuple[float, ...]:
         """The contrastive alphas of the ensemble's pool: alpha -/+ the spread, clipped to [0, 1], distinct."""
@@ -75,9 +99,21 @@ class DecodeConfig:
         return tuple(sorted({low, self.alpha, high}))
 
 
-def check(flag: str, value, wanted: str, ok: bool) -> None:
-    if not ok or value != value:  # value != value: nan
-        raise ValueError(f"{flag} must be {wanted}, got {value}")
+def uses(decoder: str, name: str) -> bool:
+    """Does this decoder read the setting? (Each declaration's used_by; none: every decoder does.)"""
+    used_by = DecodeConfig.__dataclass_fields__[name].metadata["setting"]["used_by"]
+    return used_by is None or decoder in used_by
+
+
+def add_decoder_arguments(parser: argparse.ArgumentParser, skip=(), **defaults) -> None:
+    """The decoder flags, made from DecodeConfig's declarations; `defaults` replace some for this command (its
+    --max-new-tokens); skip=("seed",) where the command already has a --seed (the trainer's)."""
+    add_settings(parser, DecodeConfig, defaults=defaults, skip=skip, title="decoding (decoding/config.py)")
+
+
+def decode_config_from_args(args: argparse.Namespace, **values) -> DecodeConfig:
+    """The DecodeConfig of the parsed decoder flags, `values` replacing some."""
+    return settings_from_args(DecodeConfig, args, **values)
 
 
 def decode(model, input_ids: torch.Tensor, cfg: DecodeConfig, attention_mask: torch.Tensor | None = None,

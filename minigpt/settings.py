@@ -26,7 +26,8 @@ from dataclasses import MISSING, Field, field, fields
 
 def setting(default=MISSING, help: str = "", *, low=None, high=None, low_open: bool = False,
             high_open: bool = False, choices=None, flag: str | None = None, kind=None, parse=None, check=None,
-            negate: bool = False, nargs=None, metavar: str | None = None, cli: bool = True) -> Field:
+            negate: bool = False, nargs=None, metavar: str | None = None, cli: bool = True,
+            used_by: tuple[str, ...] | None = None) -> Field:
     """A dataclass field declared with everything its command-line flag needs.
 
     low/high (open or closed) bound a number; choices lists the allowed values; flag names the option when it
@@ -34,11 +35,13 @@ def setting(default=MISSING, help: str = "", *, low=None, high=None, low_open: b
     show it, e.g. None) or a function such as directory or device_name below; parse(text) checks a setting kept
     as text (raising ValueError saying what is wrong); check(value) is a rule beyond a range, raising
     ValueError; a bool setting is an on/off switch (negate=True: a --no-... switch that turns a True default
-    off); cli=False keeps the field out of the command line (set by code only). No default: a required flag.
+    off); cli=False keeps the field out of the command line (set by code only); used_by names the choices of
+    the config's selector that read this setting (DecodeConfig: the decoders), and its help starts with them.
+    No default: a required flag.
     """
     meta = dict(help=help, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices,
                 flag=flag, kind=kind, parse=parse, check=check, negate=negate, nargs=nargs, metavar=metavar,
-                cli=cli)
+                cli=cli, used_by=used_by)
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata={"setting": meta})
     return field(default=default, metadata={"setting": meta})
@@ -209,7 +212,8 @@ def add_settings(parser, cls, defaults: dict | None = None, skip=(), title: str 
         if not meta["cli"] or f.name in skip:
             continue
         default = defaults.get(f.name, default_of(f))
-        common = dict(dest=f.name, default=default, help=meta["help"])
+        help = ("/".join(meta["used_by"]) + ": " if meta["used_by"] else "") + meta["help"]
+        common = dict(dest=f.name, default=default, help=help)
         if isinstance(default_of(f), bool) and meta["kind"] is None:
             group.add_argument(flag_of(f), action="store_false" if meta["negate"] else "store_true", **common)
             continue

@@ -21,6 +21,15 @@ def state_dict_problems(expected: dict[str, torch.Tensor], given: dict[str, torc
             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if keys]
 
 
+def refuse_non_finite(module: torch.nn.Module, doing: str) -> None:
+    """Weights holding NaN/inf: refuse to train or decode from them, naming the tensors. (Decoding them, the
+    fused kernels and the explicit equations would write different garbage: one rule, no text at all.)"""
+    bad = non_finite_tensors(module.state_dict())
+    if bad:
+        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''}): refusing to {doing} with them; load other weights")
+
+
 def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors (all on one device) that hold NaN or infinity; one read of the
     answers, not one wait for the GPU per tensor."""

@@ -1,5 +1,5 @@
 """What the classification tasks share: texts -> token ids -> padded batches, the loss, prediction, the metrics,
-and the export of the trained model (the flags: cli/classify_flags.py).
+and the export of the trained model (the flags: tasks/classify_flags.py).
 
 An encoded example is a tuple (ids, label): the token ids of one text (already truncated to --max-length) and its
 label (-1 in test files, which have none). Texts are encoded once, before training, so the truncation count is

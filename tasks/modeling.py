@@ -7,7 +7,7 @@ full: every weight. last-linear-layer: GPT-2 frozen, only the task's head trains
 lora / dora: low-rank adapters on the chosen projections (minigpt/lora.py), GPT-2 frozen.
 prefix: learned per-layer key/value prefixes (minigpt/prefix.py), GPT-2 frozen.
 
-The flags live in cli/model_flags.py; a task's main turns them into a ModelSpec and a FinetuneConfig (below).
+The flags live in tasks/model_flags.py; a task's main turns them into a ModelSpec and a FinetuneConfig (below).
 """
 from __future__ import annotations
 

@@ -40,9 +40,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cli.arg_types import checked_text
-from cli.classify_flags import add_data_arguments
-from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from minigpt.settings import checked_text
+from tasks.classify_flags import add_data_arguments
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from training.checkpointing import write_result
 from tasks.classify import (collate, encode_examples, evaluate, export_model, limit, max_length_for, predict,
                             scores)

@@ -15,7 +15,7 @@ dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{
 pair; token ids with --head vocab) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
 export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
 
---protocol course trains as the course's paraphrase_detection.py (cli/protocol.py): batch 8, lr 1e-5, its
+--protocol course trains as the course's paraphrase_detection.py (tasks/protocol.py): batch 8, lr 1e-5, its
 AdamW, --head vocab, its prompts (cloze.course_prompt: another question on the test split), and it writes the
 test predictions in the order of a shuffle, as the course's test DataLoader(shuffle=True) does (course_order).
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 
 from torch.utils.data import RandomSampler
 
-from cli.arg_types import number
+from minigpt.settings import number
 from tasks.data.augment import read_augment_pairs
-from cli.classify_flags import add_data_arguments, add_method_arguments
-from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from tasks.classify_flags import add_data_arguments, add_method_arguments
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.classify import (check_method_arguments, classification_loss, export_model, finish_run, limit, load_head,
                             max_length_for, train_classifier, write_predictions)
 from tasks.heads import GPT2Classifier
@@ -40,7 +40,7 @@ from tasks.data import (course_file_name, course_preprocess, data_file, paraphra
                         resolve_data_dir, write_paraphrase_predictions)
 from tasks.data.hard_negatives import hard_negatives
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
-from cli.protocol import add_protocol_argument, resolve_protocol
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything
 

@@ -14,7 +14,7 @@ the last epoch's) writes
 
 {mode} is the course's name of the --finetune mode, full-model or last-linear-layer; lora and dora, which the
 course does not have, keep their own names (lora-sst-dev-out.csv). --protocol course trains as the course's
-classifier.py (cli/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW, and its loss
+classifier.py (tasks/protocol.py): last-linear-layer, lr 1e-3, batch 8, head dropout 0.3, its AdamW, and its loss
 (classify.course_summed_loss: summed over the batch, divided by --batch-size; with --rdrop or --simcse,
 which the course does not have, the usual loss).
 """
@@ -25,9 +25,9 @@ from functools import partial
 from pathlib import Path
 
 from tasks.data.augment import read_augment_sentiment
-from cli.arg_types import number
-from cli.classify_flags import add_data_arguments, add_method_arguments
-from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from minigpt.settings import number
+from tasks.classify_flags import add_data_arguments, add_method_arguments
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.classify import (check_method_arguments, classification_loss, course_summed_loss, encode_examples,
                             export_model, finish_run, limit, load_head, max_length_for, train_classifier,
                             write_predictions)
@@ -35,7 +35,7 @@ from tasks.heads import GPT2Classifier
 from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
                         resolve_data_dir, write_sentiment_predictions)
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
-from cli.protocol import add_protocol_argument, resolve_protocol
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything
 

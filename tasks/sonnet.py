@@ -7,7 +7,7 @@ Evaluation (every epoch, and the checkpoint metric): each dev prompt (the first 
 continued by the chosen decoder; the generation keeps its 3 prompt lines, is cut to --max-lines lines, and the
 corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
 
---protocol course trains as the course's sonnet_generation.py (cli/protocol.py): no <|endoftext|> is appended,
+--protocol course trains as the course's sonnet_generation.py (tasks/protocol.py): no <|endoftext|> is appended,
 the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
 course_lm_loss below). It also decodes as the course's generate does (generate_sonnets(course=True)): the prompt
 without an appended newline, no line trim (--max-lines 0, unless given), and top-p draws from the sorted
@@ -30,18 +30,19 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf
 from decoding.chrf_significance import corpus_chrf_interval
-from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
-from cli.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
-from decoding.config import DecodeConfig, decode
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
+from decoding.common import check_room
+from decoding.config import SAMPLING, DecodeConfig, add_decoder_arguments, decode, decode_config_from_args
 from decoding.sampling import global_generator
-from cli.arg_types import number
+from minigpt.settings import number
+from minigpt.state_dict import refuse_non_finite
 from training.checkpointing import write_result
 from training.out_dir import claim_out_dir
 from training.run_settings import run_settings
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
-from cli.protocol import add_protocol_argument, resolve_protocol
+from tasks.protocol import add_protocol_argument, resolve_protocol
 from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 
@@ -53,7 +54,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with sonnets.txt, sonnets_held_out_dev.txt, TRUE_sonnets_held_out_dev.txt, "
                              "sonnets_held_out.txt (default: $MINIGPT_DATA or data/; `python run.py download data`)")
-    parser.add_argument("--max-new-tokens", type=number(int, 1), default=128, help="tokens generated after each prompt")
     parser.add_argument("--max-lines", type=number(int, 0), default=14,
                         help="keep at most this many lines of each generated sonnet, prompt included (a sonnet "
                              "has 14; 0 = keep everything the decoder wrote)")
@@ -63,7 +63,7 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser, finetune_choices=("full", "lora", "dora", "prefix"), default_finetune="full")
     add_training_arguments(parser, out_dir="runs/sonnet", epochs=10, batch_size=8, lr=1e-5, warmup=0.1,
                            weight_decay=0.0)
-    add_decoder_arguments(parser, seed=False)  # sampling draws from the trainer's --seed
+    add_decoder_arguments(parser, skip=("seed",), max_new_tokens=128)  # sampling draws from the trainer's --seed
     add_protocol_argument(parser, "sonnet")
 
 
@@ -106,10 +106,7 @@ def pair_by_number(prompt_path: Path, prompt_numbers: list[int], true_path: Path
 def check_context(tokenizer, prompts: list[str], max_new_tokens: int, n_positions: int) -> None:
     """Every prompt plus --max-new-tokens must fit the model's context: checked before any training step."""
     longest = max((len(tokenizer.encode(p + "\n")) for p in prompts), default=0)
-    if longest + max_new_tokens > n_positions:
-        raise ValueError(f"--max-new-tokens {max_new_tokens}: the longest prompt ({longest} tokens) plus these "
-                         f"exceed the model's context of {n_positions} positions (at most "
-                         f"{max(n_positions - longest, 0)})")
+    check_room(longest, max_new_tokens, n_positions, prompt="the longest prompt")
 
 
 def check_prompts(path: Path, prompts: list[str], numbers: list[int]) -> None:
@@ -197,6 +194,7 @@ def generate_sonnets(module, tokenizer, prompts: list[str], cfg: DecodeConfig, m
     minigpt appends; top-p draws in sorted order from torch's global generator, one prompt at a time (a shared
     stream's draws would depend on the batch), so prompt k's sonnet depends on those before it and on what drew
     from the generator earlier in the run, as in the course."""
+    refuse_non_finite(module, "decode")  # --epochs 0 from NaN weights: no text (the trainer refuses to train)
     device = next(module.parameters()).device
     shared = course and cfg.decoder == "top-p"  # the course's sampling: one stream for the run
     if shared:
@@ -245,7 +243,7 @@ def output_numbers(numbers: list[int], course: bool) -> list[int]:
 # ----- the task -----------------------------------------------------------------------------------------------
 def main(args) -> int:
     cfg = config_from_args(resolve_protocol(args))
-    decoding = decode_config_from_args(args)
+    decoding = decode_config_from_args(args, seed=args.seed if args.decoder in SAMPLING else DecodeConfig.seed)
     finetune = finetune_config_from_args(args)
     data_dir = resolve_data_dir(args.data_dir)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)

@@ -101,6 +101,13 @@ def malicious_last_pt(r):
     return sonnet(r, "--out-dir", str(out), "--resume")
 
 
+def random_bytes_last_pt(r):
+    out = r / "out-random"
+    out.mkdir(exist_ok=True)
+    (out / "last.pt").write_bytes(bytes(range(256)) * 16)  # no pickle, no zip: damaged, not dangerous
+    return sonnet(r, "--out-dir", str(out), "--resume")
+
+
 def bad_merges_model(r):
     model = model_variant(r, "m-merges")
     (model / "merges.txt").write_text("#version: 0.2\nt h\nth e x\n")
@@ -163,7 +170,10 @@ CASES = [
     # settings that depend on the model, refused once its config is read
     ("sonnet-max-new-tokens-beyond-context", lambda r: sonnet(r, "--max-new-tokens", "600"), "--max-new-tokens"),
     ("generate-max-new-tokens-beyond-context", lambda r: generate(r, "--max-new-tokens", "300"),
-     "--max-new-tokens"),
+     "--max-new-tokens 300: --prompt (1 tokens) plus these exceed the model's context of 256 positions (at most "
+     "255)"),
+    ("generate-prompt-fills-the-context", lambda r: [a if a != "the" else "the " * 300 for a in generate(r)],
+     "--prompt has 600 tokens, which leaves none of the model's 256 positions"),  # not --max-new-tokens' fault
     ("sentiment-warmup-fraction-above-1", lambda r: sentiment(r, "--warmup", "2.5"), "--warmup"),
     ("sonnet-scratch-config-unknown-key", lambda r: sonnet(r, "--scratch-config", "n_layers=2"), "--scratch-config"),
     ("sonnet-scratch-config-not-a-number", lambda r: sonnet(r, "--scratch-config", "n_embd=big"), "--scratch-config"),
@@ -182,12 +192,22 @@ CASES = [
     ("config-layers-float", lambda r: generate(r, model=model_variant(r, "m-layers", {"n_layer": 2.0})), "n_layer"),
     ("weight-stored-as-int32", lambda r: generate(r, model=model_variant(r, "m-int", weights=as_int32)),
      "ln_f.weight"),
+    ("generate-from-nan-weights", lambda r: generate(r, model=model_variant(r, "m-nan", weights=with_nan)),
+     "refusing to decode with them"),  # the fused and explicit paths would write different garbage
+    ("generate-explicit-from-nan-weights", lambda r: generate(r, "--explicit-math",
+                                                              model=model_variant(r, "m-nan", weights=with_nan)),
+     "refusing to decode with them"),
+    ("sonnet-epochs-0-from-nan-weights",
+     lambda r: sonnet(r, "--epochs", "0", "--out-dir", str(r / "out-nan"), "--model",
+                      str(model_variant(r, "m-nan", weights=with_nan)), "--tokenizer", str(r / "model")),
+     "refusing to decode with them"),
     ("train-from-nan-weights", lambda r: sonnet(r, "--model", str(model_variant(r, "m-nan", weights=with_nan)),
                                                 "--tokenizer", str(r / "model")), "h.1.mlp.c_fc.weight"),
     ("out-dir-is-a-file", lambda r: sonnet(r, "--out-dir", str(r / "a_file")), "is a file"),
     ("resume-without-checkpoint", lambda r: sonnet(r, "--out-dir", str(r / "out-none"), "--resume"),
      "no checkpoint"),
     ("malicious-last-pt", malicious_last_pt, "is not a minigpt checkpoint"),
+    ("random-bytes-last-pt", random_bytes_last_pt, "last.pt: it is damaged or not a torch file"),
     ("true-sonnets-missing-a-number", true_sonnets_missing_one, "sonnet 28"),
 ]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from decoding import beam_search, contrastive_search, greedy, sample
-from decoding.config import DecodeConfig, decode
+from decoding.config import DECODERS, DecodeConfig, decode
 from decoding.ensemble import candidate_ensemble, mbr_decode
 
 from ._margins import assert_stable
@@ -55,8 +55,8 @@ def test_the_ensemble_uses_the_named_alpha_spread(model):
     cfg = DecodeConfig(decoder="ensemble", max_new_tokens=8, num_candidates=2, num_beams=2, alpha=0.5,
                        ensemble_alpha_spread=0.3, contrastive_k=3)
     assert cfg.ensemble_alphas() == (0.2, 0.5, 0.8)
-    assert DecodeConfig(alpha=0.9).ensemble_alphas() == (0.7, 0.9, 1.0)  # clipped to [0, 1]
-    assert DecodeConfig(ensemble_alpha_spread=0.0).ensemble_alphas() == (0.6,)  # one contrastive run
+    assert DecodeConfig(decoder="ensemble", alpha=0.9).ensemble_alphas() == (0.7, 0.9, 1.0)  # clipped to [0, 1]
+    assert DecodeConfig(decoder="ensemble", ensemble_alpha_spread=0.0).ensemble_alphas() == (0.6,)  # one alpha
     got = decode(model, PROMPT, cfg, eos_token_id=EOS, decode_fn=to_text)
     gens = [torch.Generator().manual_seed(cfg.seed)]
     want = candidate_ensemble(model, PROMPT, 8, to_text, num_samples=2, top_p=0.9, temperature=1.2,
@@ -86,10 +86,10 @@ def test_reranking_decoders_need_decode_fn(model):
         (dict(temperature=0.0), "--temperature must be > 0"),
         (dict(top_p=1.5), "--top-p must be in"),
         (dict(top_k=-1), "--top-k must be >= 0"),
-        (dict(contrastive_k=0), "--contrastive-k must be >= 1"),
-        (dict(alpha=float("nan")), "--alpha must be in"),
-        (dict(num_candidates=1), "--num-candidates must be >= 2"),
-        (dict(ensemble_alpha_spread=2.0), "--ensemble-alpha-spread must be in"),
+        (dict(decoder="contrastive", contrastive_k=0), "--contrastive-k must be >= 1"),
+        (dict(decoder="contrastive", alpha=float("nan")), "--alpha must be a finite number"),
+        (dict(decoder="mbr", num_candidates=1), "--num-candidates must be >= 2"),
+        (dict(decoder="ensemble", ensemble_alpha_spread=2.0), "--ensemble-alpha-spread must be in"),
         (dict(max_new_tokens=0), "--max-new-tokens must be >= 1"),
         (dict(batch_size=-1), "--decode-batch-size must be >= 0"),
     ],
@@ -97,3 +97,30 @@ def test_reranking_decoders_need_decode_fn(model):
 def test_bad_settings_name_their_flag(settings, message):
     with pytest.raises(ValueError, match=message):
         DecodeConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(decoder="beam", top_p=0.5), "--decoder beam does not use --top-p: leave it out"),
+        (dict(decoder="greedy", temperature=0.7, seed=3), "--decoder greedy does not use --temperature, --seed"),
+        (dict(decoder="contrastive", top_k=4), "does not use --top-k; its candidate count is --contrastive-k"),
+        (dict(decoder="ensemble", top_k=4), "does not use --top-k; its candidate count is --contrastive-k"),
+        (dict(decoder="top-p", num_beams=3), "--decoder top-p does not use --num-beams"),
+        (dict(decoder="beam", alpha=0.3), "--decoder beam does not use --alpha"),
+        (dict(decoder="mbr", repetition_penalty=1.2), "--decoder mbr does not use --repetition-penalty"),
+        (dict(decoder="contrastive", alpha_start=0.2), "--alpha-start is the first token's alpha under "
+                                                       "--dynamic-alpha"),
+    ],
+)
+def test_a_setting_the_decoder_ignores_is_refused(settings, message):
+    """One rule for every decoder: a setting away from its default that the chosen decoder never reads."""
+    with pytest.raises(ValueError, match=message):
+        DecodeConfig(**settings)
+
+
+def test_every_decoder_accepts_its_own_settings_at_their_defaults():
+    for decoder in DECODERS:
+        assert DecodeConfig(decoder=decoder, max_new_tokens=3, batch_size=2).decoder == decoder
+        for name in ("temperature", "top_p", "alpha", "num_beams"):  # a default is never "set"
+            assert DecodeConfig(decoder=decoder, **{name: getattr(DecodeConfig(), name)})

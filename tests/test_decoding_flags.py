@@ -1,4 +1,4 @@
-"""The decoder flags (cli/decoding_flags.py): their defaults are DecodeConfig's, bad values are refused naming the
+"""The decoder flags (decoding/config.py): their defaults are DecodeConfig's, bad values are refused naming the
 flag, and the parsed flags make the DecodeConfig they say."""
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import argparse
 
 import pytest
 
-from cli.decoding_flags import add_decoder_arguments, decode_config_from_args
-from decoding.config import DecodeConfig
+from decoding.config import DecodeConfig, add_decoder_arguments, decode_config_from_args
 
 
 def parse(*argv):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-new-tokens", type=int, default=50)  # each command adds its own
     add_decoder_arguments(parser)
     return parser.parse_args(list(argv))
 
@@ -26,16 +24,30 @@ def test_defaults_are_the_documented_settings():
     assert (cfg.num_candidates, cfg.batch_size, cfg.ensemble_alpha_spread) == (8, 0, 0.2)  # 0 = all prompts at once
 
 
-def test_every_flag_reaches_the_config():
-    args = parse("--decoder", "top-p", "--max-new-tokens", "7", "--temperature", "0.7", "--top-p", "0.5",
-                 "--top-k", "20", "--seed", "3", "--contrastive-k", "6", "--alpha", "0.4", "--dynamic-alpha",
-                 "--alpha-start", "0.1", "--use-mean-sim", "--repetition-penalty", "1.3", "--num-beams", "2",
-                 "--length-penalty", "1.0", "--no-repeat-ngram-size", "0", "--num-candidates", "3",
-                 "--ensemble-alpha-spread", "0.1", "--decode-batch-size", "4")
-    assert decode_config_from_args(args) == DecodeConfig(
-        decoder="top-p", max_new_tokens=7, temperature=0.7, top_p=0.5, top_k=20, seed=3, contrastive_k=6,
-        alpha=0.4, dynamic_alpha=True, alpha_start=0.1, use_mean_sim=True, repetition_penalty=1.3, num_beams=2,
-        length_penalty=1.0, no_repeat_ngram_size=0, num_candidates=3, ensemble_alpha_spread=0.1, batch_size=4)
+@pytest.mark.parametrize("argv, expected", [
+    (["--decoder", "top-p", "--max-new-tokens", "7", "--temperature", "0.7", "--top-p", "0.5", "--top-k", "20",
+      "--seed", "3", "--decode-batch-size", "4"],
+     dict(decoder="top-p", max_new_tokens=7, temperature=0.7, top_p=0.5, top_k=20, seed=3, batch_size=4)),
+    (["--decoder", "contrastive", "--contrastive-k", "6", "--alpha", "0.4", "--dynamic-alpha", "--alpha-start",
+      "0.1", "--use-mean-sim", "--repetition-penalty", "1.3"],
+     dict(decoder="contrastive", contrastive_k=6, alpha=0.4, dynamic_alpha=True, alpha_start=0.1,
+          use_mean_sim=True, repetition_penalty=1.3)),
+    (["--decoder", "mbr", "--num-beams", "2", "--length-penalty", "1.0", "--no-repeat-ngram-size", "0",
+      "--num-candidates", "3"],
+     dict(decoder="mbr", num_beams=2, length_penalty=1.0, no_repeat_ngram_size=0, num_candidates=3)),
+    (["--decoder", "ensemble", "--ensemble-alpha-spread", "0.1", "--temperature", "0.8", "--alpha", "0.5"],
+     dict(decoder="ensemble", ensemble_alpha_spread=0.1, temperature=0.8, alpha=0.5)),
+])
+def test_every_flag_reaches_the_config(argv, expected):
+    assert decode_config_from_args(parse(*argv)) == DecodeConfig(**expected)
+
+
+def test_help_names_the_decoders_that_read_each_flag():
+    parser = argparse.ArgumentParser()
+    add_decoder_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["top_p"].startswith("top-p/ensemble: ") and helps["num_beams"].startswith("beam/mbr/ensemble: ")
+    assert helps["alpha_start"].startswith("contrastive: ") and not helps["decoder"].startswith("greedy/")
 
 
 @pytest.mark.parametrize(

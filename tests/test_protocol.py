@@ -26,10 +26,10 @@ from tasks import paraphrase, sentiment, sonnet
 from tasks.classify import encode_examples, train_classifier
 from tasks.heads import GPT2Classifier
 from tasks.cloze import course_prompt
-from cli.model_flags import finetune_config_from_args
+from tasks.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune
 from training.optimization import warmup_constant
-from cli.protocol import COURSE, resolve_protocol
+from tasks.protocol import COURSE, resolve_protocol
 from training.config import config_from_args
 from training.trainer import TrainConfig, epoch_plan, train
 from tests.conftest import tiny_pair

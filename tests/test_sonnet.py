@@ -161,8 +161,10 @@ def test_explicit_math_scores_the_same_as_the_fused_path(tmp_path, tiny_tok):
 def test_every_decoder_runs_through_the_task(tmp_path, tiny_tok, decoder):
     data = write_fixture(tmp_path / "data", n_dev=2, n_test=1)
     out = tmp_path / "out"
+    own = {"mbr": ["--num-candidates", "3", "--num-beams", "3"], "ensemble": ["--num-candidates", "3", "--num-beams",
+           "3"], "beam": ["--num-beams", "3"]}.get(decoder, [])  # each decoder takes only its own settings
     assert run.main(sonnet_args(data, out, tiny_tok, "--epochs", "0", "--decoder", decoder,
-                                "--max-new-tokens", "8", "--num-candidates", "3", "--num-beams", "3")) == 0
+                                "--max-new-tokens", "8", *own)) == 0
     assert len(read_sonnets(out / "generated_sonnets_dev.txt")) == 2
 
 
@@ -203,7 +205,8 @@ def test_decoding_in_batches_gives_the_texts_of_one_prompt_at_a_time(tmp_path, t
     assert len({len(tokenizer.encode(p)) for p in prompts}) > 1, "the prompts need different lengths"
     torch.manual_seed(0)
     model = GPT2(GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, n_positions=512)).eval()
-    cfg = DecodeConfig(decoder=decoder, max_new_tokens=16, num_beams=3, batch_size=1)
+    beams = {"num_beams": 3} if decoder == "beam" else {}  # a decoder takes only its own settings
+    cfg = DecodeConfig(decoder=decoder, max_new_tokens=16, batch_size=1, **beams)
     one_at_a_time = generate_sonnets(model, tokenizer, prompts, cfg, 0, "test")
     for seed in (0, 1):
         with jitter(model, 1e-4, seed):

@@ -80,12 +80,20 @@ def load_file(path: str | Path, map_location="cpu", missing: str = "no checkpoin
         raise CheckpointError(missing.format(path=path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # it asks to build Python objects: loading it could run code
-        raise CheckpointError(f"{path} is not a minigpt checkpoint: it holds Python objects other than tensors "
-                              "and plain values, which could run code when loaded. Do not load it with "
-                              "weights_only=False; delete it, or use a checkpoint minigpt wrote") from None
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # it asks to build a Python object: loading it could run code
+            raise CheckpointError(f"{path} is not a minigpt checkpoint: it holds Python objects other than tensors "
+                                  "and plain values, which could run code when loaded. Do not load it with "
+                                  "weights_only=False; delete it, or use a checkpoint minigpt wrote") from None
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]  # e.g. "Unsupported operand 222"
+        raise CheckpointError(damaged(path, reason)) from None
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file raises many different errors
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        raise CheckpointError(damaged(path, f"{type(e).__name__}: {e}".rstrip(": "))) from e
+
+
+def damaged(path: Path, reason: str) -> str:
+    return (f"cannot read checkpoint {path}: it is damaged or not a torch file ({reason}); delete it, or restore it "
+            "from a copy")
 
 
 def model_signature(module: nn.Module) -> dict[str, list[int]]:

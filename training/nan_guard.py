@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from minigpt.state_dict import non_finite_tensors
+from minigpt.state_dict import refuse_non_finite
 from training.loop import NonFiniteLossError
 
 
@@ -26,10 +26,7 @@ def non_finite_error(what: str, where: str, last_path: Path, last_saved: bool) -
 
 def refuse_non_finite_start(module: nn.Module) -> None:
     """Weights holding NaN/inf give NaN losses from the first step: refuse them, naming the tensors."""
-    bad = non_finite_tensors(module.state_dict())
-    if bad:
-        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:5])}"
-                         f"{' ...' if len(bad) > 5 else ''}): refusing to train from them; load other weights")
+    refuse_non_finite(module, "train")
 
 
 def all_finite(params: list[torch.Tensor]) -> bool:

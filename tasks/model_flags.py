@@ -13,7 +13,7 @@ import argparse
 
 from minigpt import GPT2Config
 from minigpt.config import PRESETS
-from cli.arg_types import number
+from minigpt.settings import number
 from tasks.modeling import FINETUNE_HELP, FinetuneConfig, ModelSpec, scratch_fields
 
 EXPLICIT_MATH_HELP = ("run the plain equations everywhere (attention, LayerNorm, GELU, dropout, top-p, AdamW): "
@@ -25,7 +25,7 @@ def add_explicit_math_argument(parser) -> None:
 
 
 def add_model_arguments(parser, finetune_choices=tuple(FINETUNE_HELP), default_finetune="full") -> None:
-    g = parser.add_argument_group("model (cli/model_flags.py, tasks/modeling.py)")
+    g = parser.add_argument_group("model (tasks/model_flags.py, tasks/modeling.py)")
     g.add_argument("--model", default="gpt2",
                    help=f"a preset ({', '.join(PRESETS)}: downloaded once into the cache), a directory in the "
                         "Hugging Face layout (config.json, model.safetensors or pytorch_model.bin, vocab.json, "

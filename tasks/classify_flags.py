@@ -1,7 +1,7 @@
 """The flags the classification tasks (sentiment, paraphrase, multitask) share: their data and their methods."""
 from __future__ import annotations
 
-from cli.arg_types import number
+from minigpt.settings import number
 from tasks.heads import POOLINGS
 
 
