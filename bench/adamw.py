@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from bench.timing import synchronize
 import minigpt.optim as optim
+from bench.timing import synchronize
 
 
 def variants(device: torch.device) -> dict:

@@ -26,7 +26,7 @@ PREFIX = dict(n_prefix=10, hidden=512)
 NUM_LABELS = 5  # --task sentiment: SST's five classes
 
 
-def matmul_peak_gflops(n: int, repeats: int, device=torch.device("cpu"), dtype=torch.float32) -> float:
+def matmul_peak_gflops(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) -> float:
     """GFLOP/s of an n x n x n torch.mm (2 n^3 FLOPs) in `dtype`: the machine's practical matmul peak."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
 

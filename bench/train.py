@@ -46,13 +46,22 @@ import torch.nn.functional as F
 from bench.adamw import print_adamw_table
 from bench.children import all_at_once
 from bench.flops import LORA, METHODS, NUM_LABELS, PREFIX, TARGETS, flops_per_token, matmul_peak_gflops
-from bench.model import (add_device_arguments, bench_device, build_pair, make_optimizer, memory_mib,
-                         parse_config, peak_above_now, precision, set_fused, train_step_fn)
+from bench.model import (
+    add_device_arguments,
+    bench_device,
+    build_pair,
+    make_optimizer,
+    memory_mib,
+    parse_config,
+    peak_above_now,
+    precision,
+    set_fused,
+    train_step_fn,
+)
 from bench.timing import interleaved, synchronize
+from minigpt import GPT2
 from minigpt.settings import checked_text, number
 from tasks.model_flags import add_explicit_math_argument
-from minigpt import GPT2
-
 
 # ----- the two sides --------------------------------------------------------------------------------------------
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minigpt.settings import number
 from decoding.chrf import chrf_from_sums, segment_stats
-from decoding.significance import (BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval,
-                                   paired_test)
+from decoding.significance import BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval, paired_test
+from minigpt.settings import number
 from tasks.data import read_predictions, read_quora, read_sentiment, read_sonnets, sonnet_numbers
 
 HOW_TO_READ = """\

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from tasks.model_flags import add_explicit_math_argument
 from decoding.common import check_room
 from decoding.config import add_decoder_arguments, decode, decode_config_from_args
 from minigpt import Tokenizer, load_pretrained
 from minigpt.checkpoint import resolve_model_dir
 from minigpt.compiling import compile_model
-from minigpt.state_dict import refuse_non_finite
 from minigpt.settings import device_type
+from minigpt.state_dict import refuse_non_finite
+from tasks.model_flags import add_explicit_math_argument
 from training.distributed import resolve_device
 
 

@@ -43,10 +43,10 @@ from pathlib import Path
 
 import torch
 
-from tasks.protocol import resolve_protocol
-from training.config import config_from_args
 from minigpt.files import atomic_write_text
+from tasks.protocol import resolve_protocol
 from training.checkpointing import LAST, RESULT
+from training.config import config_from_args
 from training.run_settings import differences_before_start, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]  # where run.py is

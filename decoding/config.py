@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.settings import add_settings, check_settings, default_of, declared, flag_of, setting, settings_from_args
+from minigpt.settings import add_settings, check_settings, declared, default_of, flag_of, setting, settings_from_args
 
 from .beam import beam_search
 from .contrastive import contrastive_search
@@ -70,7 +70,8 @@ class DecodeConfig:
                                     used_by=BEAMS)
     no_repeat_ngram_size: int = setting(3, "never repeat an n-gram of this size (0 = off)", low=0, used_by=BEAMS)
     num_candidates: int = setting(8, "mbr: size of the beam n-best to rerank (num-beams is raised to match); "
-                                     "ensemble: number of top-p samples in the pool", low=2, used_by=("mbr", "ensemble"))
+                                     "ensemble: number of top-p samples in the pool", low=2,
+                                  used_by=("mbr", "ensemble"))
     ensemble_alpha_spread: float = setting(0.2, "the pool holds contrastive outputs at three alphas, --alpha minus "
                                                 "this, --alpha and --alpha plus this (clipped to [0, 1])", low=0,
                                            high=1, used_by=("ensemble",))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from .beam import beam_search
+from .common import check_prompt
 from .contrastive import contrastive_search
 from .mbr import mbr_select
-from .common import check_prompt
 from .sampling import sample
 
 

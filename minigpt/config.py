@@ -142,7 +142,8 @@ class GPT2Config:
             raise ValueError(f"{source}: n_inner={d['n_inner']}, but GPT-2's MLP is 4 * n_embd = {4 * d['n_embd']}")
         rates = {d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
         if len(rates) > 1:
-            warnings.warn(f"{source}: differing dropout rates {sorted(rates)}; minigpt uses resid_pdrop for all")
+            warnings.warn(f"{source}: differing dropout rates {sorted(rates)}; minigpt uses resid_pdrop for all",
+                          stacklevel=2)
         try:
             return cls(
                 vocab_size=d["vocab_size"],

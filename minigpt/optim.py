@@ -151,7 +151,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """
     decay, no_decay = [], []
     embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if p.ndim < 2 or id(p) in embedding_params:

@@ -13,7 +13,8 @@ Optimising P_theta directly is unstable, so the paper reparameterises it with an
 After training only P_theta is needed: `fold_mlp()` replaces the MLP by its output.
 
 The prefixes enter the model through the KV-cache door (attention.py): they are the first n_prefix positions of
-the KVCache passed as `past_key_values`, so the model itself needs no change. Real tokens still start at position 0: the prefix has no position embedding.
+the KVCache passed as `past_key_values`, so the model itself needs no change. Real tokens still start at position
+0: the prefix has no position embedding.
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable for torch, never written back
     entries, _, start = parse_header(data, size, path)
     tensors = {}
-    for name, (dtype, shape, (begin, end)) in entries.items():
+    for name, (dtype, shape, (begin, _end)) in entries.items():
         count = math.prod(shape)
         if count == 0:
             tensors[name] = torch.empty(shape, dtype=dtype)  # frombuffer refuses empty views

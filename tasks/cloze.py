@@ -43,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tasks.classify import Encoded, encode_examples
-from tasks.heads import ClassifierOutput, pool_last
 from tasks.data import ParaphraseExample, paraphrase_prompt
+from tasks.heads import ClassifierOutput, pool_last
 
 ANSWERS = ("no", "yes")  # index = label: 0 = not a paraphrase, 1 = paraphrase
 

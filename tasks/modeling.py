@@ -21,11 +21,10 @@ import torch.nn as nn
 from minigpt import GPT2, GPT2Config, Tokenizer, load_pretrained, save_pretrained
 from minigpt.checkpoint import resolve_model_dir
 from minigpt.config import COURSE_MODEL
-from minigpt.safetensors import save_safetensors
 from minigpt.files import atomic_write
 from minigpt.lora import adapter_modules, adapter_state_dict, inject_adapters, remove_adapters
 from minigpt.prefix import PrefixTuning
-
+from minigpt.safetensors import save_safetensors
 
 
 @dataclass(frozen=True)

@@ -41,16 +41,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.settings import checked_text
+from tasks.classify import collate, encode_examples, evaluate, export_model, limit, max_length_for, predict, scores
 from tasks.classify_flags import add_data_arguments
-from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
-from training.checkpointing import write_result
-from tasks.classify import (collate, encode_examples, evaluate, export_model, limit, max_length_for, predict,
-                            scores)
-from tasks.heads import POOLINGS, ClassificationHead, ClassifierOutput
 from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
-from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_quora, read_sentiment,
-                        resolve_data_dir, write_paraphrase_predictions, write_sentiment_predictions)
+from tasks.data import (
+    SENTIMENT_NUM_LABELS,
+    course_file_name,
+    data_file,
+    read_quora,
+    read_sentiment,
+    resolve_data_dir,
+    write_paraphrase_predictions,
+    write_sentiment_predictions,
+)
+from tasks.heads import POOLINGS, ClassificationHead, ClassifierOutput
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
+from training.checkpointing import write_result
 from training.config import add_training_arguments, config_from_args
 from training.trainer import is_main_process, seed_everything, train
 

@@ -12,8 +12,9 @@ the same optimisation with a third of the memory.
 
 Reads quora-{train,dev,test-student}.csv from --data-dir; dev accuracy and macro-F1 each epoch (the best epoch by
 dev accuracy is kept); with the best weights writes <out-dir>/predictions/para-{dev,test}-output.csv (0/1 per
-pair; token ids with --head vocab) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head classifier). A multitask
-export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask body on paraphrase alone.
+pair; token ids with --head vocab) and exports <out-dir>/model (GPT-2 body, + head-quora.safetensors with --head
+classifier). A multitask export works as --model: `--model runs/multitask/model` re-fine-tunes the multitask
+body on paraphrase alone.
 
 --protocol course trains as the course's paraphrase_detection.py (tasks/protocol.py): batch 8, lr 1e-5, its
 AdamW, --head vocab, its prompts (cloze.course_prompt: another question on the test split), and it writes the
@@ -29,16 +30,32 @@ from pathlib import Path
 from torch.utils.data import RandomSampler
 
 from minigpt.settings import number
-from tasks.data.augment import read_augment_pairs
+from tasks.classify import (
+    check_method_arguments,
+    classification_loss,
+    export_model,
+    finish_run,
+    limit,
+    load_head,
+    max_length_for,
+    train_classifier,
+    write_predictions,
+)
 from tasks.classify_flags import add_data_arguments, add_method_arguments
-from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
-from tasks.classify import (check_method_arguments, classification_loss, export_model, finish_run, limit, load_head,
-                            max_length_for, train_classifier, write_predictions)
-from tasks.heads import GPT2Classifier
 from tasks.cloze import GPT2Cloze, GPT2VocabCloze, answer_token_ids, course_prompt, encode_pairs
-from tasks.data import (course_file_name, course_preprocess, data_file, paraphrase_prompt, read_quora,
-                        resolve_data_dir, write_paraphrase_predictions)
+from tasks.data import (
+    course_file_name,
+    course_preprocess,
+    data_file,
+    paraphrase_prompt,
+    read_quora,
+    resolve_data_dir,
+    write_paraphrase_predictions,
+)
+from tasks.data.augment import read_augment_pairs
 from tasks.data.hard_negatives import hard_negatives
+from tasks.heads import GPT2Classifier
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
 from training.config import add_training_arguments, config_from_args

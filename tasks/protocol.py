@@ -32,8 +32,8 @@ protocol's values. The minigpt values are the task's usual defaults, kept as the
 """
 from __future__ import annotations
 
-import re
 import argparse
+import re
 
 PROTOCOLS = ("minigpt", "course")
 
@@ -86,8 +86,8 @@ def add_protocol_argument(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument(
         "--protocol", choices=PROTOCOLS, default="minigpt",
         help=f"minigpt: this project's defaults; course: train as the CS224N GPT-2 starter code does: its model "
-             f"(erf GELU, padding_idx 0); {BEHAVIOUR[task]}{settings}. Flags given on the command line win over the protocol's values "
-             "(default: %(default)s)")
+             f"(erf GELU, padding_idx 0); {BEHAVIOUR[task]}{settings}. Flags given on the command line win over "
+             "the protocol's values (default: %(default)s)")
 
 
 def resolve_protocol(args: argparse.Namespace) -> argparse.Namespace:

@@ -24,16 +24,32 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from tasks.data.augment import read_augment_sentiment
 from minigpt.settings import number
+from tasks.classify import (
+    check_method_arguments,
+    classification_loss,
+    course_summed_loss,
+    encode_examples,
+    export_model,
+    finish_run,
+    limit,
+    load_head,
+    max_length_for,
+    train_classifier,
+    write_predictions,
+)
 from tasks.classify_flags import add_data_arguments, add_method_arguments
-from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
-from tasks.classify import (check_method_arguments, classification_loss, course_summed_loss, encode_examples,
-                            export_model, finish_run, limit, load_head, max_length_for, train_classifier,
-                            write_predictions)
+from tasks.data import (
+    SENTIMENT_NUM_LABELS,
+    course_file_name,
+    data_file,
+    read_sentiment,
+    resolve_data_dir,
+    write_sentiment_predictions,
+)
+from tasks.data.augment import read_augment_sentiment
 from tasks.heads import GPT2Classifier
-from tasks.data import (SENTIMENT_NUM_LABELS, course_file_name, data_file, read_sentiment,
-                        resolve_data_dir, write_sentiment_predictions)
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
 from training.config import add_training_arguments, config_from_args

@@ -30,20 +30,20 @@ from tqdm import tqdm
 
 from decoding.chrf import corpus_chrf
 from decoding.chrf_significance import corpus_chrf_interval
-from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from decoding.common import check_room
 from decoding.config import SAMPLING, DecodeConfig, add_decoder_arguments, decode, decode_config_from_args
 from decoding.sampling import global_generator
 from minigpt.settings import number
 from minigpt.state_dict import refuse_non_finite
-from training.checkpointing import write_result
-from training.out_dir import claim_out_dir
-from training.run_settings import run_settings
 from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
+from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
+from training.checkpointing import write_result
 from training.config import add_training_arguments, config_from_args
+from training.out_dir import claim_out_dir
+from training.run_settings import run_settings
 from training.trainer import is_main_process, seed_everything, train
 
 logger = logging.getLogger("minigpt.sonnet")

@@ -30,7 +30,7 @@ def test_one_process_prints_tokens_per_second_ratio_and_memory(capsys):
     assert "max |logit difference|" in out and "peak MiB" in out
     rows = re.findall(r"^  (train|inference) +([\d.]+) +([\d.]+) +([\d.]+)x$", out, re.M)
     assert [r[0] for r in rows] == ["train", "inference"] * 2  # tokens/s rows, then peak-memory rows
-    for mode, ours, reference, ratio in rows[:2]:
+    for _mode, ours, reference, ratio in rows[:2]:
         assert float(ratio) == pytest.approx(float(ours) / float(reference), abs=0.01)
 
 
@@ -40,7 +40,7 @@ def test_several_processes_give_the_median_ratio_and_its_range(capsys):
     assert "ratio over 2 processes: min - max" in out and "peak MiB" not in out
     rows = table_rows(out)
     assert list(rows) == ["train", "inference"]
-    for mode, cells in rows.items():  # ours, reference, median ratio, min, "-", max
+    for _mode, cells in rows.items():  # ours, reference, median ratio, min, "-", max
         low, high = float(cells[3]), float(cells[5])
         median = float(cells[2].rstrip("x"))
         assert low <= high and median == pytest.approx((low + high) / 2, abs=0.011)  # each printed to 2 decimals

@@ -13,8 +13,15 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics.chrf import CHRF
 
-from decoding.chrf import (clipped_matches, corpus_chrf, match_stats, ngram_counts, pair_stats, sentence_chrf,
-                           split_words)
+from decoding.chrf import (
+    clipped_matches,
+    corpus_chrf,
+    match_stats,
+    ngram_counts,
+    pair_stats,
+    sentence_chrf,
+    split_words,
+)
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 import run
 from decoding import beam_search, contrastive_search, greedy
-from minigpt import GPT2, GPT2Config, Tokenizer, save_pretrained
-from minigpt import compiling
+from minigpt import GPT2, GPT2Config, Tokenizer, compiling, save_pretrained
 from minigpt.compiling import compile_model
 from minigpt.tokenizer import write_vocab_files
 from tests._margins import MIN_MARGIN, assert_stable, greedy_margin

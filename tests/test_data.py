@@ -7,10 +7,26 @@ from collections import Counter
 
 import pytest
 
-from tasks.data import (REPO_DATA_DIR, DataError, MissingDataError, ParaphraseExample, SentimentExample,
-                        course_file_name, course_preprocess, data_file, paraphrase_prompt, read_predictions,
-                        read_quora, read_sentiment, read_sonnets, resolve_data_dir, sonnet_numbers,
-                        write_paraphrase_predictions, write_sentiment_predictions, write_sonnets)
+from tasks.data import (
+    REPO_DATA_DIR,
+    DataError,
+    MissingDataError,
+    ParaphraseExample,
+    SentimentExample,
+    course_file_name,
+    course_preprocess,
+    data_file,
+    paraphrase_prompt,
+    read_predictions,
+    read_quora,
+    read_sentiment,
+    read_sonnets,
+    resolve_data_dir,
+    sonnet_numbers,
+    write_paraphrase_predictions,
+    write_sentiment_predictions,
+    write_sonnets,
+)
 from tests.conftest import shared_path
 
 SST_TRAIN = (

@@ -1,4 +1,5 @@
-"""tasks/data/fetch_data.py: the Gutenberg, PTB-tree and Quora converters, served by a local HTTP server, and offline."""
+"""tasks/data/fetch_data.py: the Gutenberg, PTB-tree and Quora converters, served by a local HTTP server, and
+offline."""
 import functools
 import http.server
 import re

@@ -7,8 +7,16 @@ import random
 import pytest
 
 from tasks.data import ParaphraseExample
-from tasks.data.hard_negatives import (capitalised_words, hard_negatives, jaccard, mine_overlap_negatives,
-                                  perturb_entity, perturb_negation, perturb_number, perturbation_negatives)
+from tasks.data.hard_negatives import (
+    capitalised_words,
+    hard_negatives,
+    jaccard,
+    mine_overlap_negatives,
+    perturb_entity,
+    perturb_negation,
+    perturb_number,
+    perturbation_negatives,
+)
 
 PAIRS = [  # (s1, s2, label); overlaps of the non-duplicates noted
     ("How do I learn Python?", "How do I learn Java?", 0),  # 4/6

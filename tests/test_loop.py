@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from tests import _train_script as script
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.optimization import build_optimizer, build_scheduler
 from training.trainer import TrainConfig, seed_everything, train
-from tests import _train_script as script
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -167,7 +167,8 @@ def test_presets():
         "gpt2-xl": (48, 25, 1600),
     }.items():
         cfg = GPT2Config.from_name(name)
-        assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.n_positions) == (layers, heads, dim, 50257, 1024)
+        shape = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.n_positions)
+        assert shape == (layers, heads, dim, 50257, 1024)
     with pytest.raises(ValueError, match="unknown GPT-2 preset"):
         GPT2Config.from_name("gpt3")
 

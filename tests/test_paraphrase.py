@@ -13,17 +13,16 @@ import torch
 import run
 from minigpt import GPT2, Tokenizer
 from minigpt.tokenizer import write_vocab_files
-from tasks.data.augment import make_back_translation_file, read_augment_pairs
 from tasks.classify import accuracy, classification_loss, collate, evaluate
-from tasks.heads import last_token_index
 from tasks.cloze import GPT2Cloze, answer_token_ids, encode_pairs
 from tasks.data import read_predictions, read_quora
+from tasks.data.augment import make_back_translation_file, read_augment_pairs
+from tasks.heads import last_token_index
 from tasks.modeling import FinetuneConfig, apply_finetune
-from training.config import TrainConfig
-from training.trainer import seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files
 from tests.conftest import shared_path, tiny_config
-
+from training.config import TrainConfig
+from training.trainer import seed_everything, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -64,8 +63,8 @@ def test_long_prompts_lose_their_start_not_the_question(tmp_path, caplog):
 def run_cli(tmp_path, *flags, out="run"):
     tok = tokenizer_dir(tmp_path / "tok")
     argv = ("--data-dir", tmp_path / "data", "--model", "scratch", "--tokenizer", tok,
-            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3", "--out-dir", tmp_path / out,
-            "--device", "cpu", *flags)
+            "--scratch-config", SCRATCH, "--dropout", "0", "--batch-size", "16", "--lr", "3e-3",
+            "--out-dir", tmp_path / out, "--device", "cpu", *flags)
     return run.main(["paraphrase", *(str(a) for a in argv)]), tmp_path / out
 
 

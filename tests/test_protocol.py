@@ -24,16 +24,16 @@ from minigpt.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
 from tasks.classify import encode_examples, train_classifier
-from tasks.heads import GPT2Classifier
 from tasks.cloze import course_prompt
+from tasks.heads import GPT2Classifier
 from tasks.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune
-from training.optimization import warmup_constant
 from tasks.protocol import COURSE, resolve_protocol
-from training.config import config_from_args
-from training.trainer import TrainConfig, epoch_plan, train
 from tests.conftest import tiny_pair
 from tests.test_trainer import Affine, affine_data, collate_xy, mse
+from training.config import config_from_args
+from training.optimization import warmup_constant
+from training.trainer import TrainConfig, epoch_plan, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -325,9 +325,10 @@ def test_erf_gelu_is_torchs_exact_gelu_and_differs_from_tanh(fused):
 
 
 def test_erf_gelu_model_equals_transformers_gelu_and_both_paths_agree(tmp_path):
+    from transformers import GPT2LMHeadModel
+
     from minigpt import GPT2, save_pretrained
     from tests.conftest import tiny_config
-    from transformers import GPT2LMHeadModel
 
     torch.manual_seed(0)
     ours = GPT2(tiny_config(gelu="erf", padding_idx=0)).eval()
@@ -415,8 +416,8 @@ def course_top_p_token(logits, temperature, top_p, generator):
 
 def test_sorted_draw_is_the_sorted_order_multinomial_for_the_same_generator_state():
     from decoding.sampling import sample
-    from tests.conftest import tiny_config
     from minigpt import GPT2
+    from tests.conftest import tiny_config
 
     torch.manual_seed(0)
     model = GPT2(tiny_config()).eval()

@@ -14,16 +14,16 @@ import pytest
 import torch
 
 import run
-from training.checkpointing import CheckpointError, load_file
 from tasks.data import DataError
-from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release
-from training.run_settings import IGNORED, setting_differences
 from tasks.sonnet import load_sonnet_data
-from training.trainer import train
-from training.config import parsed_settings
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.test_sonnet import sonnet_file, write_fixture
 from tests.test_trainer import Affine, Scripted, affine_data, cfg_for, collate_xy, mse
+from training.checkpointing import CheckpointError, load_file
+from training.config import parsed_settings
+from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release
+from training.run_settings import IGNORED, setting_differences
+from training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("sonnet", "sentiment", "paraphrase", "multitask")

@@ -7,9 +7,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 import decoding.sampling as sampling_module
 from decoding import beam_search, contrastive_search, greedy, sample
-from decoding.sampling import (apply_temperature, filter_logits, top_k_filter, top_p_filter,
-                               top_p_filter_by_threshold)
-
+from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter, top_p_filter_by_threshold
 from minigpt import GPT2
 
 from ._margins import MIN_MARGIN, greedy_margin

@@ -16,17 +16,15 @@ import torch.nn.functional as F
 import run
 from minigpt import GPT2, Tokenizer, load_pretrained
 from minigpt.safetensors import save_safetensors
-from tasks.data.augment import make_back_translation_file, read_augment_sentiment
-from tasks.classify import (accuracy, classification_loss, collate, encode_examples, evaluate, load_head,
-                                  macro_f1)
-from tasks.heads import ClassificationHead, GPT2Classifier
+from tasks.classify import accuracy, classification_loss, collate, encode_examples, evaluate, load_head, macro_f1
 from tasks.data import read_predictions, read_sentiment
+from tasks.data.augment import make_back_translation_file, read_augment_sentiment
+from tasks.heads import ClassificationHead, GPT2Classifier
 from tasks.modeling import FinetuneConfig, apply_finetune
-from training.config import TrainConfig
-from training.trainer import seed_everything, train
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from tests.conftest import tiny_config
-
+from training.config import TrainConfig
+from training.trainer import seed_everything, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -12,8 +12,14 @@ from sacrebleu.significance import PairedTest
 
 from decoding.chrf import corpus_chrf, segment_stats
 from decoding.chrf_significance import corpus_chrf_interval, paired_chrf_test
-from decoding.significance import (bootstrap_interval, middle_95, p_value, paired_bootstrap, paired_randomization,
-                                   paired_test)
+from decoding.significance import (
+    bootstrap_interval,
+    middle_95,
+    p_value,
+    paired_bootstrap,
+    paired_randomization,
+    paired_test,
+)
 from tests.conftest import shared_path
 
 ALPHABET = "abcdefgh ,."

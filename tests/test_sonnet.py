@@ -107,9 +107,9 @@ def test_sonnet_on_the_real_files_with_the_real_tokenizer(tmp_path):
 
 def test_training_loss_falls(tmp_path, tiny_tok):
     """Learning, not just running: 40 steps on the fixture sonnets take the loss down by more than 2 nats."""
+    from minigpt import GPT2, GPT2Config, Tokenizer
     from tasks import sonnet
     from training.trainer import TrainConfig, seed_everything, train
-    from minigpt import GPT2, GPT2Config, Tokenizer
 
     data = write_fixture(tmp_path / "data", n_train=32)
     tok = Tokenizer.from_dir(tiny_tok)
@@ -291,7 +291,7 @@ def test_kill_during_an_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_to
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, mid_epoch = time.time() + 120, False
-    while time.time() < deadline and not mid_epoch:  # wait for a mid-epoch checkpoint of epoch 2 (steps 9-16), then kill
+    while time.time() < deadline and not mid_epoch:  # a mid-epoch checkpoint of epoch 2 (steps 9-16), then kill
         state = killed / "last.pt"
         if state.exists():
             try:

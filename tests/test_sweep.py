@@ -90,7 +90,8 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     result.unlink()
     assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
     said = capsys.readouterr().out
-    assert "[1/2] lr=1e-3: finished earlier with the same settings, skipped" in said and "[2/2] lr=3e-2: continuing (--resume)" in said
+    assert "[1/2] lr=1e-3: finished earlier with the same settings, skipped" in said
+    assert "[2/2] lr=3e-2: continuing (--resume)" in said
     after = json.loads(result.read_text())
     assert after["dev_chrf"] == before["dev_chrf"]  # max_steps had been reached: same weights, same sonnets
     assert before["best_epoch"] == after["best_epoch"] == 1  # the evaluation where max_steps stopped, again
@@ -111,12 +112,13 @@ def test_gpus_run_settings_side_by_side_a_failing_run_is_reported_and_the_sweep_
     # 1000 new tokens do not fit the tiny model's 256 positions: that run fails once its model is loaded
     assert sweep(out, ["max-new-tokens=1000,16,12"], shared, "--gpus", "0,1") == 1
     said = capsys.readouterr().out
-    assert "[1/3] max-new-tokens=1000: starting on GPU 0" in said and "[2/3] max-new-tokens=16: starting on GPU 1" in said
+    assert "[1/3] max-new-tokens=1000: starting on GPU 0" in said
+    assert "[2/3] max-new-tokens=16: starting on GPU 1" in said
     assert "[3/3] max-new-tokens=12: starting on GPU" in said  # on whichever GPU came free first
     assert "max-new-tokens=1000: failed with exit status 1; going on" in said
     rows = json.loads((out / "sweep.json").read_text())
-    assert sorted((r["run"], r["status"]) for r in rows) == [("max-new-tokens=1000", "failed (exit 1)"),
-                                                             ("max-new-tokens=12", "done"), ("max-new-tokens=16", "done")]
+    assert sorted((r["run"], r["status"]) for r in rows) == [
+        ("max-new-tokens=1000", "failed (exit 1)"), ("max-new-tokens=12", "done"), ("max-new-tokens=16", "done")]
     assert rows[-1]["run"] == "max-new-tokens=1000"  # a run without a score is ranked last
     for name in ("max-new-tokens=16", "max-new-tokens=12"):
         assert "dev chrF" in (out / f"{name}.log").read_text() and (out / name / "result.json").is_file()

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.trainer import TrainConfig, train
 from tests import _train_script as script
+from training.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "_train_script.py"

@@ -48,11 +48,30 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.checkpointing import (FORMAT, LAST, METRICS, best_path, capture_rng_state, load_file,
-                                    restore_rng_state, tidy_after_resume, update_best, write_run_file)
+from training.checkpointing import (
+    FORMAT,
+    LAST,
+    METRICS,
+    best_path,
+    capture_rng_state,
+    load_file,
+    restore_rng_state,
+    tidy_after_resume,
+    update_best,
+    write_run_file,
+)
 from training.config import TrainConfig
-from training.distributed import (all_reduce_sum, destroy_distributed, gather_to_all, get_rank, get_world_size,
-                                  init_distributed, is_main_process, resolve_device, run_on_main)
+from training.distributed import (
+    all_reduce_sum,
+    destroy_distributed,
+    gather_to_all,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+    run_on_main,
+)
 from training.evaluation import epoch_score, evaluate_model
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.model_switches import switch_model

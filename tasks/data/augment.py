@@ -23,8 +23,8 @@ which translates every text of the training file (both questions of a pair) and 
 from __future__ import annotations
 
 import csv
-import logging
 import io
+import logging
 from pathlib import Path
 from typing import Callable
 
