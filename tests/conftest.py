@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minigpt import GPT2Config
+from minigpt.tokenizer import write_vocab_files
 
 SHARED = os.environ.get("MINIGPT_SHARED")
 
@@ -64,3 +65,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_tok(tmp_path):
+    return write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e"), ("Ġ", "th"), ("o", "u")])

@@ -7,10 +7,9 @@ import torch
 from decoding import beam_search, greedy
 from decoding.beam import block_repeated_ngrams
 
+from ._fixtures import count_forwards, hf_generate, random_prompts
 from ._margins import assert_stable
 from .conftest import tiny_pair
-from .test_contrastive import count_forwards
-from .test_sampling import hf_generate, random_prompts
 
 SETTINGS = dict(num_beams=4, length_penalty=0.6, no_repeat_ngram_size=3)
 

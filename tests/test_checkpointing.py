@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests import _train_script as script
-from tests.test_trainer import Affine, Scripted, _metrics, affine_data, cfg_for, collate_xy, mse
+from tests._fixtures import Affine, Scripted, affine_data, cfg_for, collate_xy, metrics_of, mse
 from training.checkpointing import CheckpointError
 from training.trainer import train
 
@@ -89,5 +89,5 @@ def test_resume_tidies_files_written_after_the_last_checkpoint(tmp_path):
         f.write(json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
     (tmp_path / "best-epoch007.pt").write_bytes(b"stale")
     result = train(Affine(), affine_data(4), collate_xy, mse, cfg_for(tmp_path, resume=True))
-    assert [h["epoch"] for h in _metrics(tmp_path)] == [1, 2, 3] and result.global_step == 6
+    assert [h["epoch"] for h in metrics_of(tmp_path)] == [1, 2, 3] and result.global_step == 6
     assert sorted(p.name for p in tmp_path.glob("best-epoch*.pt")) == [f"best-epoch00{e}.pt" for e in (1, 2, 3)]

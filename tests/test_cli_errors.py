@@ -14,8 +14,8 @@ import training.trainer
 from minigpt import GPT2, GPT2Config, save_pretrained
 from minigpt.safetensors import load_safetensors, save_safetensors
 from minigpt.tokenizer import write_vocab_files
+from tests._fixtures import sonnet_file, write_fixture
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_quora_files, write_sentiment_files
-from tests.test_sonnet import sonnet_file, write_fixture
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="the error is about a machine without CUDA")
 

@@ -14,7 +14,7 @@ from cli.compare import accuracy_from_sums, classification_table, macro_f1_from_
 from decoding.chrf import chrf_from_sums
 from tasks.classify import accuracy, macro_f1
 from tasks.data import write_sentiment_predictions, write_sonnets
-from tests.test_significance import noisy
+from tests._fixtures import noisy
 
 WORDS = "thee thou love fair summer day sweet time beauty eyes heart doth art night".split()
 NUMBERS = [132, 133, 134, 135, 136, 137, 138, 139, 140, 141]

@@ -7,20 +7,14 @@ import torch
 from decoding import contrastive_search, greedy
 from decoding.contrastive import apply_repetition_penalty, step_alpha
 
+from ._fixtures import count_forwards, hf_generate, random_prompts
 from ._margins import assert_stable
 from .conftest import tiny_pair
-from .test_sampling import hf_generate, random_prompts
 
 
 @pytest.fixture(scope="module")
 def pair():
     return tiny_pair(0)
-
-
-def count_forwards(model):
-    calls = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    return calls, handle
 
 
 def test_matches_transformers_with_and_without_eos(pair):

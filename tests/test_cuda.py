@@ -179,7 +179,7 @@ def test_adamw_on_the_device_equals_torch_foreach():
 def test_sonnet_end_to_end_on_fixtures_on_the_device(tmp_path):
     from minigpt.tokenizer import write_vocab_files
     from tasks.data import read_sonnets
-    from tests.test_sonnet import sonnet_args, write_fixture
+    from tests._fixtures import sonnet_args, write_fixture
 
     data = write_fixture(tmp_path / "data")
     tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e"), ("Ġ", "th"), ("o", "u")])

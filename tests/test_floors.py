@@ -12,8 +12,8 @@ from sacrebleu.metrics import CHRF
 import run
 from tasks.data import read_sonnets
 from tasks.floors import describe_floors, prompt_plus_random_lines, sonnet_floors, training_lines
+from tests._fixtures import sonnet_args, write_fixture
 from tests.conftest import shared_path
-from tests.test_sonnet import sonnet_args, tiny_tok, write_fixture  # noqa: F401 (tiny_tok is a fixture)
 
 
 def sacrebleu_chrf(hyps, refs) -> float:

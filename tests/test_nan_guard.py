@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_trainer import Affine, Scripted, _assert_same_weights, affine_data, cfg_for, collate_xy, mse
+from tests._fixtures import Affine, Scripted, affine_data, assert_same_weights, cfg_for, collate_xy, mse
 from training.trainer import NonFiniteLossError, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -34,7 +34,7 @@ def test_non_finite_stops_and_keeps_last_good_checkpoint(tmp_path, poison):
     assert "epoch 2, step 2/2" in message and str(tmp_path / "last.pt") in message
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (last["progress"]["epoch"], last["progress"]["step_in_epoch"], last["progress"]["global_step"]) == (1, 0, 2)
-    _assert_same_weights(last["model"], evaluate.weights[0])  # the state after epoch 1, intact
+    assert_same_weights(last["model"], evaluate.weights[0])  # the state after epoch 1, intact
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the poisoned step was never taken
     assert not list(tmp_path.glob("*.tmp"))
 

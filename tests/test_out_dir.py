@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 import run
+from tests._fixtures import Affine, affine_data, cfg_for, collate_xy, mse, write_fixture
 from tests._task_fixtures import tokenizer_dir
-from tests.test_sonnet import write_fixture
-from tests.test_trainer import Affine, affine_data, cfg_for, collate_xy, mse
 from training.checkpointing import CheckpointError
 from training.out_dir import RUN
 from training.trainer import train

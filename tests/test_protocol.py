@@ -29,8 +29,8 @@ from tasks.heads import GPT2Classifier
 from tasks.model_flags import finetune_config_from_args
 from tasks.modeling import apply_finetune
 from tasks.protocol import COURSE, resolve_protocol
+from tests._fixtures import Affine, affine_data, collate_xy, mse, sonnet_args, write_fixture
 from tests.conftest import tiny_pair
-from tests.test_trainer import Affine, affine_data, collate_xy, mse
 from training.config import config_from_args
 from training.optimization import warmup_constant
 from training.trainer import TrainConfig, epoch_plan, train
@@ -280,7 +280,6 @@ def test_course_protocol_trains_sentiment_as_the_course_loop(tmp_path):
 
 # ---- the tasks end to end under --protocol course -----------------------------------------------------------------
 def test_sonnet_course_protocol_ends_with_the_last_epoch(tmp_path):
-    from tests.test_sonnet import sonnet_args, write_fixture
 
     tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")])
     data, out = write_fixture(tmp_path / "data", n_train=8), tmp_path / "out"
@@ -466,7 +465,6 @@ def test_course_generate_continues_the_bare_prompt_from_the_global_generator_one
 
 def test_sonnet_course_protocol_numbers_from_zero_and_trims_no_line(tmp_path):
     from tasks.data import sonnet_numbers
-    from tests.test_sonnet import sonnet_args, write_fixture
 
     tok = write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e")])
     data = write_fixture(tmp_path / "data", n_train=4, n_dev=3)

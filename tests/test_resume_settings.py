@@ -16,9 +16,8 @@ import torch
 import run
 from tasks.data import DataError
 from tasks.sonnet import load_sonnet_data
+from tests._fixtures import Affine, Scripted, affine_data, cfg_for, collate_xy, mse, sonnet_file, write_fixture
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
-from tests.test_sonnet import sonnet_file, write_fixture
-from tests.test_trainer import Affine, Scripted, affine_data, cfg_for, collate_xy, mse
 from training.checkpointing import CheckpointError, load_file
 from training.config import parsed_settings
 from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release

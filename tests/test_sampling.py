@@ -10,6 +10,7 @@ from decoding import beam_search, contrastive_search, greedy, sample
 from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter, top_p_filter_by_threshold
 from minigpt import GPT2
 
+from ._fixtures import hf_generate, random_prompts
 from ._margins import MIN_MARGIN, greedy_margin
 from .conftest import tiny_config, tiny_pair
 
@@ -17,20 +18,6 @@ from .conftest import tiny_config, tiny_pair
 @pytest.fixture(scope="module")
 def pair():
     return tiny_pair(0)
-
-
-def hf_generate(hf, ids, n, eos=None, **kw):
-    pad = 0 if eos is None else eos
-    return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, eos_token_id=eos,
-                       pad_token_id=pad, **kw)
-
-
-def random_prompts(count, seed=1, vocab=300):
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(count):
-        T = int(torch.randint(1, 12, (1,), generator=g))
-        n = int(torch.randint(1, 30, (1,), generator=g))
-        yield torch.randint(0, vocab, (1, T), generator=g), n
 
 
 def test_greedy_matches_transformers(pair):

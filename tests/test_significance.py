@@ -20,14 +20,8 @@ from decoding.significance import (
     paired_randomization,
     paired_test,
 )
+from tests._fixtures import ALPHABET, noisy
 from tests.conftest import shared_path
-
-ALPHABET = "abcdefgh ,."
-
-
-def noisy(text: str, rate: float, rng: random.Random) -> str:
-    """text with a fraction `rate` of its characters replaced at random."""
-    return "".join(rng.choice(ALPHABET) if rng.random() < rate else c for c in text)
 
 
 def random_corpus(n: int, seed: int):

@@ -1,7 +1,6 @@
 """`run.py sonnet` end to end on tiny models: fixture files the test writes, and the real data when available."""
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,54 +13,12 @@ import torch
 
 import run
 from decoding.config import DecodeConfig
-from minigpt.tokenizer import write_vocab_files
 from tasks.data import read_sonnets
+from tests._fixtures import TINY, sonnet_args, sonnet_file, write_fixture
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models train fastest on one thread (tests/conftest.py)
-WORDS = "thee thou love fair summer day sweet time beauty eyes heart doth art night world death youth".split()
-TINY = "n_layer=2,n_head=2,n_embd=32,n_positions=256"
-
-
-def sonnet_file(path: Path, numbered: list[tuple[int, str]]) -> Path:
-    """The course layout: a header, then per sonnet its number alone on a line, a blank line and the text."""
-    body = "".join(f"\n\n{n}\n\n{text}" for n, text in numbered)
-    path.write_text("THE SONNETS\nby a test fixture" + body + "\n", encoding="utf-8")
-    return path
-
-
-def fake_sonnet(rng: random.Random) -> str:
-    lines = [" ".join(rng.choice(WORDS) for _ in range(6)).capitalize() + "," for _ in range(14)]
-    lines[-2:] = ["  " + line for line in lines[-2:]]
-    return "\n".join(lines)
-
-
-def write_fixture(data_dir: Path, n_train=24, n_dev=4, n_test=3) -> Path:
-    rng = random.Random(0)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    train = [(i + 1, fake_sonnet(rng)) for i in range(n_train)]
-    dev = [(n_train + i + 1, fake_sonnet(rng)) for i in range(n_dev)]
-    test = [(n_train + n_dev + i + 1, fake_sonnet(rng)) for i in range(n_test)]
-    first3 = lambda items: [(n, "\n".join(t.split("\n")[:3])) for n, t in items]  # noqa: E731
-    sonnet_file(data_dir / "sonnets.txt", train)
-    sonnet_file(data_dir / "TRUE_sonnets_held_out_dev.txt", dev)
-    sonnet_file(data_dir / "sonnets_held_out_dev.txt", first3(dev))
-    sonnet_file(data_dir / "sonnets_held_out.txt", first3(test))
-    return data_dir
-
-
-@pytest.fixture
-def tiny_tok(tmp_path):
-    return write_vocab_files(tmp_path / "tok", [("t", "h"), ("th", "e"), ("Ġ", "th"), ("o", "u")])
-
-
-def sonnet_args(data_dir, out_dir, tokenizer, *extra):
-    return ["sonnet", "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--model", "scratch",
-            "--scratch-config", TINY, "--tokenizer", str(tokenizer), "--decoder", "greedy",
-            "--max-new-tokens", "24", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu", *extra]
-
-
 def sacrebleu_chrf(generated: Path, true: Path) -> float:
     from sacrebleu.metrics import CHRF
 

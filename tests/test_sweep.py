@@ -7,7 +7,7 @@ import pytest
 import run
 from cli.sweep import TASKS, parse_grid, plan, run_name
 from minigpt.tokenizer import write_vocab_files
-from tests.test_sonnet import TINY, write_fixture
+from tests._fixtures import TINY, write_fixture
 
 
 @pytest.fixture

@@ -13,15 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from tests import _train_script as script
-from training.trainer import TrainConfig, train
+from tests._fixtures import (
+    Affine,
+    Scripted,
+    affine_data,
+    assert_same_weights,
+    cfg_for,
+    collate_xy,
+    metrics_of,
+    mse,
+)
+from training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "_train_script.py"
-TIMING = {"seconds", "eval_seconds", "tokens_per_s"}  # the only fields allowed to differ between equal runs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -37,66 +44,6 @@ def _start(out_dir: Path, *flags: str, launcher: tuple = ()) -> subprocess.Popen
 def _finish(proc: subprocess.Popen, returncode: int = 0) -> None:
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == returncode, f"exit {proc.returncode}, wanted {returncode}\n{out[-2000:]}\n{err[-4000:]}"
-
-
-def _metrics(out_dir: Path) -> list[dict]:
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
-
-
-def _assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        if atol == 0.0:
-            assert torch.equal(a[k], b[k]), k
-        else:
-            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
-
-
-class Affine(nn.Module):
-    """y = w . x + b: the smallest model with something to learn."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.proj(x).squeeze(-1)
-
-
-def affine_data(n: int) -> list[dict]:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(n, 4, generator=g)
-    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(n, generator=g)
-    return [{"x": x[i], "y": y[i]} for i in range(n)]
-
-
-def collate_xy(examples):
-    return {"x": torch.stack([e["x"] for e in examples]), "y": torch.stack([e["y"] for e in examples])}
-
-
-def mse(model, batch):
-    return F.mse_loss(model(batch["x"]), batch["y"])
-
-
-def cfg_for(tmp_path, **kw) -> TrainConfig:
-    base = dict(out_dir=str(tmp_path), epochs=3, batch_size=2, lr=1e-2, device="cpu", seed=3)
-    return TrainConfig(**(base | kw))
-
-
-class Scripted:
-    """A fake dev evaluation returning scripted scores; records the weights and best files it sees."""
-
-    def __init__(self, scores, out_dir):
-        self.scores, self.out_dir = scores, Path(out_dir)
-        self.weights, self.files_seen = [], []
-
-    def __call__(self, model):
-        assert not model.training and not torch.is_grad_enabled()
-        self.files_seen.append(sorted(f.name for f in self.out_dir.glob("best-epoch*.pt")))
-        self.weights.append({k: v.clone() for k, v in model.state_dict().items()})
-        return {"dev_acc": self.scores[len(self.weights) - 1], "dev_other": 1.0}
 
 
 def _top(scores, k):
@@ -140,9 +87,9 @@ def test_resume_after_sigkill_equals_uninterrupted(kill_runs, case, position):
     assert positions[case] == position  # (0-based epoch, optimizer steps done in it) when the kill came
     full = torch.load(root / "full" / "result.pt", weights_only=True)
     resumed = torch.load(root / case / "result.pt", weights_only=True)
-    _assert_same_weights(resumed["model"], full["model"])  # bit for bit
-    assert _metrics(root / case) == _metrics(root / "full")
-    assert len(_metrics(root / "full")) == 3
+    assert_same_weights(resumed["model"], full["model"])  # bit for bit
+    assert metrics_of(root / case) == metrics_of(root / "full")
+    assert len(metrics_of(root / "full")) == 3
     assert sorted(p.name for p in (root / case).glob("best-epoch*.pt")) == \
         sorted(p.name for p in (root / "full").glob("best-epoch*.pt"))
     assert not list((root / case).glob("*.tmp"))
@@ -159,18 +106,18 @@ def test_max_steps_stop_then_resume_equals_uninterrupted(tmp_path):
                 "dev_score")
     assert cut.stop_reason == "max_steps" and cut.global_step == 4 and cut.history[-1]["partial_epoch"]
     assert cut.describe() == "best epoch 1"
-    cut_metrics = _metrics(tmp_path / "b")
+    cut_metrics = metrics_of(tmp_path / "b")
     # killed after train() returned (in the task's final decode, say): --resume with the same flags ends the same
     again = train(script.tiny_model(0, dropout=0.1), data, script.collate, script.lm_loss,
                   cfg_for(tmp_path / "b", max_steps=4, resume=True, **cfg), dev, "dev_score")
     assert again.global_step == 4 and again.best_epoch == 1 and again.describe() == "best epoch 1"
-    assert again.best_metric == cut.best_metric and _metrics(tmp_path / "b") == cut_metrics
+    assert again.best_metric == cut.best_metric and metrics_of(tmp_path / "b") == cut_metrics
     model = script.tiny_model(0, dropout=0.1)  # a fresh process would rebuild the model like this
     rest = train(model, data, script.collate, script.lm_loss, cfg_for(tmp_path / "b", resume=True, **cfg), dev,
                  "dev_score")
     assert rest.stop_reason == "completed" and rest.global_step == full.global_step == 12
-    _assert_same_weights(model.state_dict(), full_model.state_dict())
-    assert _metrics(tmp_path / "b") == _metrics(tmp_path / "a")
+    assert_same_weights(model.state_dict(), full_model.state_dict())
+    assert metrics_of(tmp_path / "b") == metrics_of(tmp_path / "a")
     line = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"epoch", "step", "train_loss", "dev_loss", "dev_score", "lr", "seconds", "tokens_per_s"} <= line.keys()
     assert line["tokens_per_s"] > 0 and line["step"] == 6
@@ -187,7 +134,7 @@ def test_a_max_steps_evaluation_never_deletes_a_best_file_the_continued_run_need
     model = Affine()
     rest = train(model, data, collate_xy, mse, cfg_for(tmp_path, resume=True, **cfg), dev, "dev_acc")
     assert rest.best_epoch == 1 and rest.best_checkpoint.endswith("best-epoch001.pt")
-    _assert_same_weights(model.state_dict(), dev.weights[0])
+    assert_same_weights(model.state_dict(), dev.weights[0])
 
 
 def test_evaluate_random_draws_do_not_change_training(tmp_path):
@@ -202,7 +149,7 @@ def test_evaluate_random_draws_do_not_change_training(tmp_path):
                        cfg_for(tmp_path / str(draws), batch_size=4, keep_best=0), evaluate, "dev")
         runs.append(([s["loss"] for s in result.step_log], model.state_dict()))  # keep_best=0: the final weights
     assert runs[0][0] == runs[1][0]
-    _assert_same_weights(runs[0][1], runs[1][1])
+    assert_same_weights(runs[0][1], runs[1][1])
 
 
 # ---- best-k retention, early stopping, best weights loaded back ------------------------------------------------
@@ -219,7 +166,7 @@ def test_keeps_exactly_the_k_best_and_loads_the_best(tmp_path, k):
     assert kept == [f"best-epoch{e + 1:03d}.pt" for e in _top(scores, k)]
     assert (result.best_epoch, result.best_metric) == (4, 0.7)
     assert result.best_checkpoint == str(tmp_path / "best-epoch004.pt")
-    _assert_same_weights(model.state_dict(), evaluate.weights[3])  # the weights after epoch 4, not the last
+    assert_same_weights(model.state_dict(), evaluate.weights[3])  # the weights after epoch 4, not the last
     assert not torch.equal(model.proj.weight, evaluate.weights[5]["proj.weight"])
     assert torch.load(result.best_checkpoint, weights_only=True)["metrics"] == {"dev_acc": 0.7, "dev_other": 1.0}
     assert [h["dev_acc"] for h in result.history] == scores
@@ -236,7 +183,7 @@ def test_early_stopping_after_patience(tmp_path, caplog):
             "0.6000)") in said
     assert [json.loads(m)["epoch"] for n, m in said if m.startswith("{")] == [1, 2, 3, 4]  # one line per epoch
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2
-    assert result.best_epoch == 2 and len(_metrics(tmp_path)) == 4
+    assert result.best_epoch == 2 and len(metrics_of(tmp_path)) == 4
     # resuming a stopped run stops again at once
     again = train(Affine(), affine_data(8), collate_xy, mse, cfg_for(tmp_path, epochs=6, patience=2, resume=True),
                   Scripted([0.0] * 6, tmp_path), "dev_acc")
@@ -249,7 +196,7 @@ def test_without_evaluate_the_last_epochs_are_best(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("best-epoch*.pt")) == ["best-epoch003.pt", "best-epoch004.pt"]
     assert result.best_epoch == 4 and result.best_metric is None and not model.training
     last = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
-    _assert_same_weights(model.state_dict(), last)
+    assert_same_weights(model.state_dict(), last)
 
 
 # ---- DDP and gradient accumulation equal one big batch -----------------------------------------------------------
@@ -273,8 +220,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     losses_two = torch.tensor([s["loss"] for s in two["result"]["step_log"]], dtype=torch.float64)
     assert len(losses_one) == 8
     torch.testing.assert_close(losses_two, losses_one, atol=1e-6, rtol=0)
-    _assert_same_weights(two["model"], one["model"], atol=1e-5)
-    assert [h["epoch"] for h in _metrics(tmp_path / "ddp")] == [1, 2]  # rank 0 alone wrote the file
+    assert_same_weights(two["model"], one["model"], atol=1e-5)
+    assert [h["epoch"] for h in metrics_of(tmp_path / "ddp")] == [1, 2]  # rank 0 alone wrote the file
 
 
 @pytest.mark.parametrize("n_train", [24, 30])  # 30: the last step has micro-batches of 4 and 2
@@ -288,7 +235,7 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path, n_train):
         results[accum] = ([s["loss"] for s in result.step_log], model.state_dict())
     assert len(results[1][0]) == 2 * -(-n_train // 8)
     torch.testing.assert_close(torch.tensor(results[2][0]), torch.tensor(results[1][0]), atol=1e-6, rtol=0)
-    _assert_same_weights(results[2][1], results[1][1], atol=1e-5)
+    assert_same_weights(results[2][1], results[1][1], atol=1e-5)
 
 
 # ---- schedule, contract checks ------------------------------------------------------------------------------
