@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves half of one, and the record of the input files a run read.
+"""Writing files so that a crash never leaves half of one.
 
 Atomic write: a crash (SIGKILL, power loss, a full disk) must never leave a half-written file under a real name.
 So each file is written to a temporary `.X.<8 hex digits>.tmp` beside `X` (removed when the write fails),
@@ -14,9 +14,6 @@ own leftovers and nothing else (training/out_dir.py).
 
 A failed write raises OSError naming the path and the cause (for torch's own errors, the free space left).
 Ctrl-C stays a KeyboardInterrupt, even where torch.save reports it as a RuntimeError of its zip writer.
-
-FILES_READ: {name: path} of every data file a task read in this process (tasks/data/files.py records them); the
-trainer fingerprints them so that --resume refuses a run whose data changed (training/run_settings.py).
 """
 from __future__ import annotations
 
@@ -28,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-FILES_READ: dict[str, Path] = {}
 TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # the name of atomic_write's temporary file
 
 

@@ -47,6 +47,7 @@ from tasks.cloze import answer_token_ids, cloze_logits, encode_pairs
 from tasks.data import (
     SENTIMENT_NUM_LABELS,
     course_file_name,
+    course_files,
     data_file,
     read_quora,
     read_sentiment,
@@ -205,7 +206,8 @@ def main(args) -> int:
         return with_mean_accuracy(metrics)
 
     result = train(model, train_data, partial(collate_tagged, pad_id=pad_id),
-                   partial(multitask_loss, weights=weights), config_from_args(args),
+                   partial(multitask_loss, weights=weights),
+                   config_from_args(args, data_files=course_files(resolve_data_dir(args.data_dir), "sst", "quora")),
                    evaluate=evaluate_tasks, metric="dev_mean_accuracy")
     if not is_main_process():
         return 0

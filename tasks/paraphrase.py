@@ -45,6 +45,7 @@ from tasks.classify_flags import add_data_arguments, add_method_arguments
 from tasks.cloze import GPT2Cloze, GPT2VocabCloze, answer_token_ids, course_prompt, encode_pairs
 from tasks.data import (
     course_file_name,
+    course_files,
     course_preprocess,
     data_file,
     paraphrase_prompt,
@@ -164,7 +165,8 @@ def main(args) -> int:
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
     loss_fn = partial(classification_loss, rdrop=args.rdrop, simcse=args.simcse, simcse_temp=args.simcse_temp)
-    result = train_classifier(model, encoded, pad_id, config_from_args(args), loss_fn, args.eval_batch_size)
+    cfg = config_from_args(args, data_files=course_files(resolve_data_dir(args.data_dir), "quora"))
+    result = train_classifier(model, encoded, pad_id, cfg, loss_fn, args.eval_batch_size)
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}

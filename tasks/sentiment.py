@@ -42,6 +42,7 @@ from tasks.classify_flags import add_data_arguments, add_method_arguments
 from tasks.data import (
     SENTIMENT_NUM_LABELS,
     course_file_name,
+    course_files,
     data_file,
     read_sentiment,
     resolve_data_dir,
@@ -123,7 +124,8 @@ def main(args) -> int:
                for split, examples in splits.items()}
     pad_id = tokenizer.pad_token_id
     loss_fn = loss_of(args.protocol, args.rdrop, args.simcse, args.simcse_temp, args.batch_size)
-    result = train_classifier(model, encoded, pad_id, config_from_args(args), loss_fn, args.eval_batch_size)
+    cfg = config_from_args(args, data_files=course_files(resolve_data_dir(args.data_dir), args.dataset))
+    result = train_classifier(model, encoded, pad_id, cfg, loss_fn, args.eval_batch_size)
     if not is_main_process():
         return 0
     ids = {split: [e.id for e in examples] for split, examples in splits.items()}

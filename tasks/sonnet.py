@@ -35,7 +35,7 @@ from decoding.config import SAMPLING, DecodeConfig, add_decoder_arguments, decod
 from decoding.sampling import global_generator
 from minigpt.settings import number
 from minigpt.state_dict import refuse_non_finite
-from tasks.data import DataError, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
+from tasks.data import DataError, course_files, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
 from tasks.floors import describe_floors, sonnet_floors
 from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
@@ -71,7 +71,7 @@ def add_arguments(parser) -> None:
 def load_sonnet_data(data_dir: Path):
     """(training sonnets, dev prompts, true dev sonnets, dev numbers, test prompts, test numbers); the true dev
     sonnets are put in the order of the prompts, matched by sonnet number."""
-    train_text = read_sonnets(data_file(data_dir, "sonnets.txt"))
+    train_text = read_sonnets(data_file(data_dir, "sonnets.txt"))  # the names: tasks/data/files.py SONNET_FILES
     dev_path = data_file(data_dir, "sonnets_held_out_dev.txt")
     true_path = data_file(data_dir, "TRUE_sonnets_held_out_dev.txt")
     dev_prompts, dev_numbers = read_sonnets(dev_path), sonnet_numbers(dev_path)
@@ -242,10 +242,10 @@ def output_numbers(numbers: list[int], course: bool) -> list[int]:
 
 # ----- the task -----------------------------------------------------------------------------------------------
 def main(args) -> int:
-    cfg = config_from_args(resolve_protocol(args))
+    data_dir = resolve_data_dir(args.data_dir)
+    cfg = config_from_args(resolve_protocol(args), data_files=course_files(data_dir, "sonnet"))
     decoding = decode_config_from_args(args, seed=args.seed if args.decoder in SAMPLING else DecodeConfig.seed)
     finetune = finetune_config_from_args(args)
-    data_dir = resolve_data_dir(args.data_dir)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
     floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (tasks/floors.py)
     logger.info(describe_floors(floors))

@@ -9,7 +9,8 @@ import pytest
 
 from training.config import TrainConfig, add_training_arguments, config_from_args
 
-NOT_FLAGS = {"settings", "find_unused_parameters", "explicit_math"}  # set by code, or by the task's own flags
+# set by code, or by the task's own flags
+NOT_FLAGS = {"settings", "find_unused_parameters", "explicit_math", "data_files"}
 DECLARED = {f.name: f.metadata["setting"] for f in fields(TrainConfig) if "setting" in f.metadata}
 AT_LEAST = {name: meta["low"] for name, meta in DECLARED.items() if meta["low"] is not None}
 CHOICES = {name: meta["choices"] for name, meta in DECLARED.items() if meta["choices"]}

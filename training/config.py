@@ -84,6 +84,8 @@ class TrainConfig:
                                            cli=False)
     explicit_math: bool = setting(False, "AdamW one parameter at a time (foreach=False): the readable equations "
                                          "(the task's --explicit-math)", cli=False)
+    data_files: dict = setting({}, "{name: path} of the data files the task reads (tasks/data/files.py: "
+                                   "course_files): the run record fingerprints them", cli=False)
     # every parsed flag of the task (config_from_args fills it): --resume refuses a run whose settings differ
     settings: dict | None = None
 
@@ -99,11 +101,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     add_settings(parser, TrainConfig, defaults=defaults, title="training (training/trainer.py)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, **values) -> TrainConfig:
     """The TrainConfig of parsed arguments: every setting whose name is a parsed flag's dest (--explicit-math
     included, which the task's own flags add); the others keep their defaults. `settings` records every parsed
     flag of the task, so that --resume can compare all of them (training/run_settings.py)."""
-    return settings_from_args(TrainConfig, args, settings=parsed_settings(args))
+    return settings_from_args(TrainConfig, args, settings=parsed_settings(args), **values)
 
 
 def parsed_settings(args: argparse.Namespace) -> dict:

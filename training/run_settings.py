@@ -7,9 +7,9 @@ The record, stored in last.pt and built again on --resume:
                added later, with no list to keep up to date
     model      the state_dict's names and shapes, and the config of every submodule that has one (GPT2Config:
                dropout, layer_norm_epsilon, ... which the weights alone do not show)
-    files      size and SHA-256 of every data file the task read (minigpt.files.FILES_READ: tasks/data/files.py records
-               them), of every file a flag names (--augment, --load-head) and of the config and tokenizer files
-               in a directory a flag names (--model DIR, --tokenizer DIR)
+    files      size and SHA-256 of every data file the task reads (TrainConfig.data_files, which the task fills
+               in: tasks/data/files.py's course_files), of every file a flag names (--augment, --load-head) and of
+               the config and tokenizer files in a directory a flag names (--model DIR, --tokenizer DIR)
     paths      where each of those files is (run.py sweep fingerprints them again before reusing a finished run)
     n_train    the number of training examples
 
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from minigpt.files import FILES_READ
 from training.checkpointing import FORMAT, CheckpointError, model_signature, signature_mismatches
 
 IGNORED = {"out_dir", "device", "resume", "save_every", "max_steps", "find_unused_parameters", "settings",
@@ -40,24 +39,24 @@ MODEL_DIR_FILES = ("config.json", "vocab.json", "merges.txt", "prefix_config.jso
 
 def run_settings(cfg) -> dict:
     """The record's settings: every TrainConfig field and every parsed flag of the task (TrainConfig.settings)."""
-    return {k: v for k, v in asdict(cfg).items() if k != "settings"} | (cfg.settings or {})
+    return {k: v for k, v in asdict(cfg).items() if k not in ("settings", "data_files")} | (cfg.settings or {})
 
 
 def run_record(cfg, module: nn.Module, n_train: int) -> dict:
     """The record of a run (see the module docstring), made of plain values (loadable with weights_only).
-    It takes the data files read so far: the list starts empty for the next run in this process."""
+    The data files are cfg.data_files, the files the task reads, as values."""
     settings = run_settings(cfg)
     configs = {name or "model": _plain(asdict(m.config)) for name, m in module.named_modules()
                if dataclasses.is_dataclass(getattr(m, "config", None))}
-    files = files_read(settings)
+    files = files_read(settings, cfg.data_files)
     return {"settings": settings, "model": {"signature": model_signature(module), "configs": configs},
             "files": {label: _fingerprint(path) for label, path in files.items()},
             "paths": {label: str(path.absolute()) for label, path in files.items()}, "n_train": n_train}
 
 
-def files_read(settings: dict) -> dict[str, Path]:
-    """{label: path} of the data files read so far and the files the settings name: what a record fingerprints."""
-    files = {name: path for name, path in FILES_READ.items()}
+def files_read(settings: dict, data_files: dict[str, str]) -> dict[str, Path]:
+    """{label: path} of the task's data files and the files the settings name: what a record fingerprints."""
+    files = {name: Path(path) for name, path in data_files.items()}
     for key, value in settings.items():
         if key in IGNORED or not isinstance(value, str) or not value:
             continue
@@ -66,7 +65,6 @@ def files_read(settings: dict) -> dict[str, Path]:
             files[f"--{key.replace('_', '-')} {path.name}"] = path
         elif path.is_dir():
             files |= {f"--{key.replace('_', '-')} {n}": path / n for n in MODEL_DIR_FILES if (path / n).is_file()}
-    FILES_READ.clear()
     return {label: path for label, path in sorted(files.items()) if path.is_file()}
 
 

@@ -13,22 +13,23 @@ the extra training data the tasks can add.
 The readers and writers are imported here too, so `from tasks.data import read_sonnets` works.
 """
 from .files import (
-                    COURSE_FILES,
-                    REPO_DATA_DIR,
-                    SENTIMENT_NUM_LABELS,
-                    DataError,
-                    MissingDataError,
-                    atomic_write_text,
-                    course_file_name,
-                    data_file,
-                    resolve_data_dir,
+    COURSE_FILES,
+    REPO_DATA_DIR,
+    SENTIMENT_NUM_LABELS,
+    DataError,
+    MissingDataError,
+    atomic_write_text,
+    course_file_name,
+    course_files,
+    data_file,
+    resolve_data_dir,
 )
 from .predictions import Predictions, read_predictions, write_paraphrase_predictions, write_sentiment_predictions
 from .sonnets import read_sonnets, sonnet_numbers, split_sonnets, write_sonnets
 from .tsv import ParaphraseExample, SentimentExample, course_preprocess, paraphrase_prompt, read_quora, read_sentiment
 
 __all__ = ["COURSE_FILES", "REPO_DATA_DIR", "SENTIMENT_NUM_LABELS", "DataError", "MissingDataError",
-           "atomic_write_text", "course_file_name", "data_file", "resolve_data_dir", "Predictions", "read_predictions",
-           "write_paraphrase_predictions", "write_sentiment_predictions", "read_sonnets", "sonnet_numbers",
-           "split_sonnets", "write_sonnets", "ParaphraseExample", "SentimentExample", "course_preprocess",
-           "paraphrase_prompt", "read_quora", "read_sentiment"]
+           "atomic_write_text", "course_file_name", "course_files", "data_file", "resolve_data_dir", "Predictions",
+           "read_predictions", "write_paraphrase_predictions", "write_sentiment_predictions", "read_sonnets",
+           "sonnet_numbers", "split_sonnets", "write_sonnets", "ParaphraseExample", "SentimentExample",
+           "course_preprocess", "paraphrase_prompt", "read_quora", "read_sentiment"]

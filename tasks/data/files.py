@@ -2,8 +2,10 @@
 data writer writes through minigpt/files.py's atomic_write_text, re-exported here.)
 
     resolve_data_dir(arg)        the data directory, or MissingDataError saying how to get it
-    data_file(data_dir, name)    one file of it (recorded in minigpt.files.FILES_READ for --resume)
+    data_file(data_dir, name)    one file of it
     course_file_name(set, split) ids-sst-train.csv, quora-test-student.csv, ...
+    course_files(data_dir, sets)  {name: path} of the files a run of these data sets reads: TrainConfig.data_files,
+                                  which the run record fingerprints for --resume (training/run_settings.py)
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from minigpt.files import FILES_READ, atomic_write_text  # noqa: F401 (atomic_write_text: re-exported)
+from minigpt.files import atomic_write_text  # noqa: F401 (re-exported)
 
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SENTIMENT_NUM_LABELS = {"sst": 5, "cfimdb": 2}  # SST: 0 negative .. 4 positive; CFIMDB: 0 negative, 1 positive
@@ -58,6 +60,16 @@ def course_file_name(dataset: str, split: str) -> str:
     return f"quora-{split}.csv" if dataset == "quora" else f"ids-{dataset}-{split}.csv"
 
 
+SONNET_FILES = ("sonnets.txt", "sonnets_held_out_dev.txt", "TRUE_sonnets_held_out_dev.txt", "sonnets_held_out.txt")
+
+
+def course_files(data_dir: Path, *datasets: str) -> dict[str, str]:
+    """{name: path} of the course files a run of these data sets reads ('sonnet', 'sst', 'cfimdb', 'quora')."""
+    names = [n for d in datasets for n in (SONNET_FILES if d == "sonnet" else
+                                           [course_file_name(d, split) for split in ("train", "dev", "test")])]
+    return {name: str(Path(data_dir) / name) for name in names}
+
+
 def resolve_data_dir(arg: str | os.PathLike | None = None, must_exist: bool = True) -> Path:
     """The data directory: `arg` (--data-dir), else $MINIGPT_DATA, else the repository's data/ folder."""
     if arg:
@@ -81,7 +93,6 @@ def data_file(data_dir: str | os.PathLike, name: str) -> Path:
     """data_dir / name, or MissingDataError naming the file, its expected format and where to get it."""
     path = Path(data_dir) / name
     if path.is_file():
-        FILES_READ[name] = path  # the run's record for --resume fingerprints it (training/run_settings.py)
         return path
     fmt, source = COURSE_FILES.get(name, ("see data/README.md", "see data/README.md"))
     raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}")
