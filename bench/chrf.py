@@ -35,7 +35,8 @@ def bench_chrf(pairs: int, n_candidates: int, repeats: int, warmup: int) -> bool
     """Print the two rows; True when ours and sacrebleu's agree (chrF to 1e-9, MBR on the same index)."""
     from sacrebleu.metrics import CHRF
 
-    from decoding import corpus_chrf, mbr_select, sentence_chrf
+    from decoding import mbr_select
+    from metrics import corpus_chrf, sentence_chrf
 
     reference_chrf = CHRF()
     hyps, refs = random_sentences(pairs, seed=0)

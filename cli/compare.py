@@ -1,7 +1,7 @@
 """`python run.py compare A B [C ...]`: is a difference between systems real, or noise of a small test set?
 
 Each system's score comes with its 95% bootstrap interval, and each system after the first with the p-value of
-its gap to the first (decoding/significance.py: sacreBLEU 2.5.1's procedures, same numbers). Two kinds of file:
+its gap to the first (metrics/significance.py: sacreBLEU 2.5.1's procedures, same numbers). Two kinds of file:
 
 - generated sonnets (the course format, `generated_sonnets_dev.txt`) with --refs the true sonnets: chrF, the
   sonnets paired by number (the statistics of one sonnet are one item to resample); a file numbered 0..n-1, as
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from decoding.chrf import chrf_from_sums, segment_stats
-from decoding.significance import BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval, paired_test
+from metrics.chrf import chrf_from_sums, segment_stats
+from metrics.significance import BOOTSTRAP_SAMPLES, RANDOMIZATION_TRIALS, SEED, bootstrap_interval, paired_test
 from minigpt.settings import number
 from tasks.data import read_predictions, read_quora, read_sentiment, read_sonnets, sonnet_numbers
 

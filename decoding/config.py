@@ -25,7 +25,8 @@ from minigpt.settings import add_settings, check_settings, declared, default_of,
 
 from .beam import beam_search
 from .contrastive import contrastive_search
-from .ensemble import candidate_ensemble, mbr_decode
+from .ensemble import candidate_ensemble
+from .mbr import mbr_decode
 from .sampling import DRAWS, greedy, sample
 
 DECODERS = ("greedy", "top-p", "contrastive", "beam", "mbr", "ensemble")

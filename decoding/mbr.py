@@ -11,10 +11,17 @@ A brute-force loop makes N (N - 1) sentence_chrf calls, each extracting the n-gr
 each candidate is counted once (`ngram_counts`), and because the clipped match count min(c_i(g), c_j(g)) is
 symmetric, each unordered pair {i, j} is matched once and gives both chrF(y_i, [y_j]) and chrF(y_j, [y_i]).
 The sums run over j in increasing order, as the brute-force loop does, so the scores agree to the last bit.
+
+`mbr_decode` (`--decoder mbr`, "MBR over beam candidates") reranks the beam search n-best list this way, on the
+continuations only (the shared prompt would only add agreement); decoding/ensemble.py pools more decoders.
 """
 from __future__ import annotations
 
-from .chrf import check_options, f_score, matched_counts, ngram_counts, order_stats
+import torch
+
+from metrics.chrf import check_options, f_score, matched_counts, ngram_counts, order_stats
+
+from .beam import beam_search
 
 
 def check_candidates(candidates) -> list[str]:
@@ -61,3 +68,69 @@ def mbr_select(candidates: list[str], char_order: int = 6, word_order: int = 0, 
     Fewer than two candidates: ValueError (see check_candidates)."""
     means = mbr_scores(candidates, char_order, word_order, beta)
     return max(range(len(means)), key=means.__getitem__)   # max returns the first of equal maxima
+
+
+# ---- MBR over generated token ids ----------------------------------------------------------------------------
+
+def trim_after_eos(row: torch.Tensor, prompt_len: int, eos_token_id: int | None) -> torch.Tensor:
+    """(L,) prompt + output -> (1, L') cut just after the first generated eos (beam rows are padded with it)."""
+    if eos_token_id is not None:
+        hits = (row[prompt_len:] == eos_token_id).nonzero()
+        if len(hits):
+            row = row[: prompt_len + int(hits[0]) + 1]
+    return row[None, :]
+
+
+def continuation_text(ids: torch.Tensor, prompt_len: int, decode, eos_token_id: int | None) -> str:
+    """The generated part of (1, L) ids as text, without the eos token."""
+    new = ids[0, prompt_len:].tolist()
+    if eos_token_id is not None and new and new[-1] == eos_token_id:
+        new = new[:-1]
+    return decode(new)
+
+
+def rerank(candidates: list[torch.Tensor], prompt_len: int, decode, eos_token_id: int | None):
+    """candidates: (1, L_i) each -> (index of the MBR choice, the texts)."""
+    decode = getattr(decode, "decode", decode)  # a tokenizer or a plain function
+    texts = [continuation_text(c, prompt_len, decode, eos_token_id) for c in candidates]
+    return mbr_select(texts), texts
+
+
+def stack_rows(rows: list[torch.Tensor], eos_token_id: int | None) -> torch.Tensor:
+    """(1, L_i) each -> (P, max L_i), shorter rows padded on the right with eos (as the decoders pad)."""
+    width = max(r.size(1) for r in rows)
+    out = rows[0].new_full((len(rows), width), eos_token_id if eos_token_id is not None else 0)
+    for p, r in enumerate(rows):
+        out[p, : r.size(1)] = r[0]
+    return out
+
+
+def mbr_decode(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    decode,
+    num_beams: int = 5,
+    num_candidates: int | None = None,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    eos_token_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(P, T) left-padded prompts -> (P, T + n): per prompt, the beam n-best (num_candidates of them, default
+    num_beams; num_beams is raised to at least num_candidates) reranked by MBR. One batched beam search."""
+    num_candidates = num_candidates or num_beams
+    if not isinstance(num_candidates, int) or num_candidates < 2:
+        raise ValueError(f"mbr_decode: MBR needs num_candidates >= 2, got {num_candidates!r}")
+    nbest = beam_search(model, input_ids, max_new_tokens, num_beams=max(num_beams, num_candidates),
+                        length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                        num_return_sequences=num_candidates, eos_token_id=eos_token_id,
+                        attention_mask=attention_mask)  # (P * N, T + n), N = num_candidates
+    P, T = input_ids.shape
+    choices = []
+    for p in range(P):
+        rows = nbest[p * num_candidates : (p + 1) * num_candidates]
+        candidates = [trim_after_eos(row, T, eos_token_id) for row in rows]
+        best, _ = rerank(candidates, T, decode, eos_token_id)
+        choices.append(candidates[best])
+    return stack_rows(choices, eos_token_id)

@@ -5,7 +5,7 @@ sonnet ends; the loss is the usual next-token cross-entropy over the real tokens
 
 Evaluation (every epoch, and the checkpoint metric): each dev prompt (the first 3 lines of sonnets 132-143) is
 continued by the chosen decoder; the generation keeps its 3 prompt lines, is cut to --max-lines lines, and the
-corpus chrF (decoding/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
+corpus chrF (metrics/chrf.py, sacreBLEU's chrF) against the full true dev sonnets is `dev_chrf`.
 
 --protocol course trains as the course's sonnet_generation.py (tasks/protocol.py): no <|endoftext|> is appended,
 the padding (eos) stays in the loss, and the last epoch's model writes the sonnets (course_collate,
@@ -28,15 +28,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from decoding.chrf import corpus_chrf
-from decoding.chrf_significance import corpus_chrf_interval
 from decoding.common import check_room
 from decoding.config import SAMPLING, DecodeConfig, add_decoder_arguments, decode, decode_config_from_args
 from decoding.sampling import global_generator
+from metrics.chrf import corpus_chrf
+from metrics.chrf_significance import corpus_chrf_interval
+from metrics.floors import describe_floors, sonnet_floors
 from minigpt.settings import number
 from minigpt.state_dict import refuse_non_finite
 from tasks.data import DataError, course_files, data_file, read_sonnets, resolve_data_dir, sonnet_numbers, write_sonnets
-from tasks.floors import describe_floors, sonnet_floors
 from tasks.model_flags import add_model_arguments, finetune_config_from_args, model_spec_from_args
 from tasks.modeling import apply_finetune, count_trainable, export_language_model, load_model_and_tokenizer
 from tasks.protocol import add_protocol_argument, resolve_protocol
@@ -247,7 +247,7 @@ def main(args) -> int:
     decoding = decode_config_from_args(args, seed=args.seed if args.decoder in SAMPLING else DecodeConfig.seed)
     finetune = finetune_config_from_args(args)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
-    floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (tasks/floors.py)
+    floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (metrics/floors.py)
     logger.info(describe_floors(floors))
     seed_everything(cfg.seed)
     model, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))

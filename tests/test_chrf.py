@@ -1,4 +1,4 @@
-"""decoding/chrf.py against sacreBLEU 2.5.1: sentence, corpus, chrF++, several references, empty strings,
+"""metrics/chrf.py against sacreBLEU 2.5.1: sentence, corpus, chrF++, several references, empty strings,
 the statistics layer, bad input, and the real held-out dev sonnets."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics.chrf import CHRF
 
-from decoding.chrf import (
+from metrics.chrf import (
     clipped_matches,
     corpus_chrf,
     match_stats,
@@ -237,7 +237,7 @@ def test_bad_input_gives_clear_errors():
 def test_runs_without_sacrebleu():
     """No sacreBLEU at run time: importing chrf and mbr with sacrebleu made unimportable still works."""
     code = ("import sys; sys.modules['sacrebleu'] = None\n"
-            "from decoding.chrf import sentence_chrf, corpus_chrf\nfrom decoding.mbr import mbr_select\n"
+            "from metrics.chrf import sentence_chrf, corpus_chrf\nfrom decoding.mbr import mbr_select\n"
             "print(round(sentence_chrf('love', ['love']), 6), mbr_select(['a', 'b', 'a']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -11,7 +11,7 @@ from sacrebleu.significance import PairedTest
 
 import run
 from cli.compare import accuracy_from_sums, classification_table, macro_f1_from_sums, metric_rows, sonnet_tables
-from decoding.chrf import chrf_from_sums
+from metrics.chrf import chrf_from_sums
 from tasks.classify import accuracy, macro_f1
 from tasks.data import write_sentiment_predictions, write_sonnets
 from tests._fixtures import noisy

@@ -17,7 +17,8 @@ import torch
 import run
 from decoding.beam import beam_search
 from decoding.contrastive import contrastive_search
-from decoding.ensemble import candidate_ensemble, mbr_decode
+from decoding.ensemble import candidate_ensemble
+from decoding.mbr import mbr_decode
 from decoding.sampling import greedy, sample
 from minigpt import GPT2
 from minigpt.optim import AdamW, param_groups

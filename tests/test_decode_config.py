@@ -7,7 +7,8 @@ import torch
 
 from decoding import beam_search, contrastive_search, greedy, sample
 from decoding.config import DECODERS, DecodeConfig, decode
-from decoding.ensemble import candidate_ensemble, mbr_decode
+from decoding.ensemble import candidate_ensemble
+from decoding.mbr import mbr_decode
 
 from ._margins import assert_stable
 from .conftest import tiny_pair

@@ -6,7 +6,8 @@ import torch
 from sacrebleu.metrics import CHRF
 
 from decoding import beam_search, contrastive_search, sample
-from decoding.ensemble import candidate_ensemble, mbr_decode, trim_after_eos
+from decoding.ensemble import candidate_ensemble
+from decoding.mbr import mbr_decode, trim_after_eos
 
 from ._margins import assert_stable
 from .conftest import tiny_pair

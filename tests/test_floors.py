@@ -1,4 +1,4 @@
-"""tasks/floors.py: the dev chrF of texts written without a model, and the sonnet run that prints and records
+"""metrics/floors.py: the dev chrF of texts written without a model, and the sonnet run that prints and records
 them with its own bootstrap interval."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from sacrebleu.metrics import CHRF
 
 import run
+from metrics.floors import describe_floors, prompt_plus_random_lines, sonnet_floors, training_lines
 from tasks.data import read_sonnets
-from tasks.floors import describe_floors, prompt_plus_random_lines, sonnet_floors, training_lines
 from tests._fixtures import sonnet_args, write_fixture
 from tests.conftest import shared_path
 

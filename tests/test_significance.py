@@ -1,4 +1,4 @@
-"""decoding/significance.py and chrF's interval and paired tests against sacreBLEU 2.5.1 (the reference): the same
+"""metrics/significance.py and chrF's interval and paired tests against sacreBLEU 2.5.1 (the reference): the same
 bootstrap means and half-widths (float32, as sacreBLEU reports them) and the same p-values, on random strings and
 on the real dev sonnets."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from sacrebleu.metrics import CHRF
 from sacrebleu.significance import PairedTest
 
-from decoding.chrf import corpus_chrf, segment_stats
-from decoding.chrf_significance import corpus_chrf_interval, paired_chrf_test
-from decoding.significance import (
+from metrics.chrf import corpus_chrf, segment_stats
+from metrics.chrf_significance import corpus_chrf_interval, paired_chrf_test
+from metrics.significance import (
     bootstrap_interval,
     middle_95,
     p_value,

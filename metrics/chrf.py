@@ -33,7 +33,7 @@ Two ways to the statistics, both exact (tests/test_chrf.py checks them against s
 - `ngram_counts` + `match_stats`: count each text once and match it against many others; MBR reuses the
   counts of each candidate for all its pairs (decoding/mbr.py).
 
-How sure a score is (intervals, paired tests): decoding/chrf_significance.py.
+How sure a score is (intervals, paired tests): metrics/chrf_significance.py.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """How sure is a score? Bootstrap intervals and paired significance tests, computed as sacreBLEU 2.5.1 does.
 
 Every metric here is a *corpus* score computed from *sufficient statistics* that add up over items (sentences,
-sonnets, examples): chrF sums per-order n-gram counts (decoding/chrf.py), accuracy sums "is it correct", macro-F1
+sonnets, examples): chrF sums per-order n-gram counts (metrics/chrf.py), accuracy sums "is it correct", macro-F1
 sums per-class TP/FP/FN. So a test needs only
 
     stats     an (items, K) table: row i holds item i's statistics

@@ -1,7 +1,7 @@
 """How sure a chrF score is: per-segment statistics, a bootstrap interval and paired tests, as sacreBLEU 2.5.1.
 
 corpus chrF (chrf.py) sums each segment's per-order (hyp_n, ref_n, match_n) and takes one F-score of the sums.
-Its `segment_stats` keeps each segment's statistics apart, one row per segment, so that decoding/significance.py
+Its `segment_stats` keeps each segment's statistics apart, one row per segment, so that metrics/significance.py
 can resample the segments:
 
     corpus_chrf_interval   a 95% bootstrap interval   (sacrebleu --confidence)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from statistics import mean
 
-from decoding.chrf import corpus_chrf
+from metrics.chrf import corpus_chrf
 
 SONNET_LINES = 14
 PROMPT_LINES = 3
