@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import run
 from minigpt import load_pretrained
-from minigpt.course_adamw import CourseAdamW
+from training.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
 from tasks.classify import encode_examples, train_classifier

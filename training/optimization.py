@@ -3,7 +3,7 @@
 --optimizer adamw    minigpt/optim.py's AdamW (torch's equations, eps 1e-8); biases, LayerNorm weights and
                      embeddings are exempt from weight decay (optim.param_groups); --explicit-math runs its
                      plain form, one parameter at a time (foreach=False)
---optimizer course   minigpt/course_adamw.py: the course's optimizer.py (eps 1e-6, bias corrections folded into
+--optimizer course   training/course_adamw.py: the course's optimizer.py (eps 1e-6, bias corrections folded into
                      the step size, weight decay after the update, on every trainable parameter alike)
 
 --schedule linear    lr rises linearly from 0 over --warmup steps, then falls linearly to 0 at the last step
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from minigpt.course_adamw import CourseAdamW
 from minigpt.optim import AdamW, LRSchedule, linear_warmup_decay, param_groups
 from minigpt.optimizer_base import Optimizer
+from training.course_adamw import CourseAdamW
 
 
 def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from .optim import advance_state
-from .optimizer_base import Optimizer
+from minigpt.optim import advance_state
+from minigpt.optimizer_base import Optimizer
 
 
 class CourseAdamW(Optimizer):
