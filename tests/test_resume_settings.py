@@ -154,6 +154,19 @@ def test_a_second_run_is_refused_naming_the_holder_then_a_killed_holder_is_taken
     assert (out / LOCK).read_text() == ""
 
 
+def test_a_run_takes_its_lock_once(tmp_path):
+    """run.py locks --out-dir before the task starts and nothing below takes it again: a second acquire in the same
+    process is a bug, refused, so every task run in these tests proves the lock is taken once."""
+    acquire(tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="already locked by this process"):
+            acquire(tmp_path)
+    finally:
+        release(tmp_path)
+    acquire(tmp_path)  # released: free again
+    release(tmp_path)
+
+
 def test_two_runs_at_once_one_is_refused(tmp_path, capsys):
     """The first run (a child process) trains for far longer than the test lasts (it is killed at the end), so it
     holds the lock while the second (in this process) starts, however slow the machine is."""

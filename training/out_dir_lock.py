@@ -1,8 +1,8 @@
 """One run per output directory: an exclusive lock on <out-dir>/.lock, held while the run lives.
 
 Two runs writing into one --out-dir would overwrite each other's checkpoints, predictions and result.json. So a
-run locks the directory first (run.py does it before the task starts, train() again for the Python API) and a
-second run refuses at once, naming the pid that holds it:
+run locks the directory once, before the task reads anything (run.py, around the task's main), and a second
+run refuses at once, naming the pid that holds it:
 
     fd = open(<out-dir>/.lock); flock(fd, LOCK_EX | LOCK_NB)     refused while another process holds it
     write our pid into the file                                   for the message of the run that is refused
@@ -10,7 +10,7 @@ second run refuses at once, naming the pid that holds it:
 The kernel releases a flock when its process ends, however it ends (exit, exception, SIGKILL, a crash), so a
 stale lock file left by a killed run is simply taken over: its pid is no longer holding anything. The file itself
 is never deleted (deleting it would let two runs lock two different files); it is emptied on release.
-Locks are per process and re-entrant: the run that holds a directory may take it again (train() inside a task).
+A script that calls training.train() itself, not through run.py, takes it with `with locked(out_dir): ...`.
 On systems without fcntl (Windows) no lock is taken.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK = ".lock"
-_held: dict[Path, list] = {}  # directory -> [file descriptor, how many times this process took it]
+_held: dict[Path, int | None] = {}  # directory -> the lock file's descriptor (None: no lock could be taken)
 
 
 class OutDirLockedError(RuntimeError):
@@ -48,15 +48,14 @@ def acquire(out_dir: str | Path) -> None:
     """Lock `out_dir` for this process (created if missing), or OutDirLockedError naming the holder's pid."""
     path = make_out_dir(out_dir).resolve()
     if path in _held:
-        _held[path][1] += 1
-        return
+        raise RuntimeError(f"--out-dir {path} is already locked by this process: a run takes its lock once")
     if fcntl is None:
-        _held[path] = [None, 1]
+        _held[path] = None
         return
     try:
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # a read-only directory: no run can write there, the first write names the problem
-        _held[path] = [None, 1]
+        _held[path] = None
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,18 +66,15 @@ def acquire(out_dir: str | Path) -> None:
                                 f"{path / LOCK}): wait for it to end, or choose another --out-dir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _held[path] = [fd, 1]
+    _held[path] = fd
 
 
 def release(out_dir: str | Path) -> None:
-    """Undo one acquire(); the last one empties the lock file and unlocks it."""
+    """Undo acquire(): empty the lock file and unlock it."""
     path = Path(out_dir).expanduser().resolve()
     if path not in _held:
         return
-    _held[path][1] -= 1
-    if _held[path][1] > 0:
-        return
-    fd = _held.pop(path)[0]
+    fd = _held.pop(path)
     if fd is not None:
         os.ftruncate(fd, 0)
         os.close(fd)  # closing the descriptor releases the flock

@@ -27,7 +27,7 @@ Resume (--resume) continues from out_dir/last.pt exactly: same data order, posit
 schedule and RNG states, so a killed and resumed run ends with the same weights as an uninterrupted one.
 Everything that defines the run's numbers must not change on resume (training/run_settings.py: every parsed flag,
 the model's shapes and config, the data files' sizes and hashes, the training set's size): train() refuses,
-listing every difference. The output directory is locked for the run (training/out_dir_lock.py).
+listing every difference. The caller locks the output directory (run.py does; training/out_dir_lock.py).
 What the files hold is described in checkpointing.py; last.pt stores the full module state_dict (for LoRA and
 prefix-tuning that includes the frozen base: simple and robust, at the cost of disk space).
 """
@@ -78,7 +78,6 @@ from training.model_switches import switch_model
 from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
 from training.optimization import build_optimizer, build_scheduler
 from training.out_dir import claim_out_dir, remove_temporary_files
-from training.out_dir_lock import locked
 from training.progress import Progress, TrainResult
 from training.run_settings import check_same_run, run_record
 
@@ -100,14 +99,12 @@ def train(model: nn.Module, train_data: Sequence, collate: Callable[[list], dict
         raise ValueError("train(evaluate=...) also needs metric=: the key of evaluate()'s dict that picks the "
                          "best checkpoints (higher is better), e.g. metric='dev_accuracy'")
     device = resolve_device(cfg.device)
-    lock = locked(cfg.out_dir) if is_main_process() else nullcontext()  # one run per out_dir
-    with lock:
-        created_group = init_distributed(device)
-        try:
-            return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
-        finally:
-            if created_group:
-                destroy_distributed()
+    created_group = init_distributed(device)
+    try:
+        return _Trainer(model, train_data, collate, loss_fn, cfg, evaluate, metric, device).run()
+    finally:
+        if created_group:
+            destroy_distributed()
 
 
 class _Trainer:
