@@ -1,13 +1,12 @@
 """The AdamW step alone, over a model's parameters: minigpt.optim.AdamW against torch.optim.AdamW.
 
-Used by `python run.py bench train` (its "AdamW step" table). The gradients are fixed random tensors, so only the
-optimizer is timed. Variants (each with its own moments, all updating their own copy of the same parameters):
+Used by `python run.py bench train` (its "AdamW step" table). The gradients are fixed random tensors in each
+parameter's own memory layout (as autograd writes them), so only the optimizer is timed. Variants (each with its
+own moments, all updating their own copy of the same parameters):
 
-    ours            minigpt.optim.AdamW: the eight lines on lists (torch._foreach_*); cache-sized pieces on CPU
-    ours whole      the same on whole parameters (CHUNK = infinity): what the pieces buy on CPU
-    ours explicit   minigpt.optim.AdamW(foreach=False): the eight lines one parameter at a time
-    torch foreach   torch.optim.AdamW(foreach=True)
-    torch fused     torch.optim.AdamW(fused=True), where this torch has it for the device
+    ours           minigpt.optim.AdamW: the eight lines one parameter at a time (--explicit-math)
+    torch fused    torch.optim.AdamW(fused=True): what the trainer runs by default (training/optimization.py)
+    torch foreach  torch.optim.AdamW(foreach=True)
 """
 from __future__ import annotations
 
@@ -19,51 +18,40 @@ import torch
 import minigpt.optim as optim
 from bench.timing import synchronize
 
-
-def variants(device: torch.device) -> dict:
-    """name -> (a function building the optimizer from param groups, the CHUNK it runs with)."""
-    out = {"ours": (lambda g: optim.AdamW(g, lr=1e-5), optim.CHUNK)}
-    if device.type == "cpu":
-        out["ours whole"] = (lambda g: optim.AdamW(g, lr=1e-5), 1 << 62)
-    out["ours explicit"] = (lambda g: optim.AdamW(g, lr=1e-5, foreach=False), optim.CHUNK)
-    out["torch foreach"] = (lambda g: torch.optim.AdamW(g, lr=1e-5, foreach=True), optim.CHUNK)
-    out["torch fused"] = (lambda g: torch.optim.AdamW(g, lr=1e-5, fused=True), optim.CHUNK)
-    return out
+VARIANTS = {
+    "ours": lambda groups: optim.AdamW(groups, lr=1e-5),
+    "torch fused": lambda groups: torch.optim.AdamW(groups, lr=1e-5, fused=True),
+    "torch foreach": lambda groups: torch.optim.AdamW(groups, lr=1e-5, foreach=True),
+}
 
 
 def adamw_step_times(model: torch.nn.Module, repeats: int) -> dict:
     """{variant: median seconds of one optimizer step} over the trainable parameters of `model` (on its device).
 
     The variants are timed alternately (one step each, round after round), so load from other processes hits them
-    alike; a variant this torch cannot run on the device (fused, on an old torch) is left out."""
+    alike; a variant this torch cannot run on the device is left out."""
     device = next(model.parameters()).device
-    steps, chunks = {}, {}
-    for name, (make, chunk) in variants(device).items():
+    steps = {}
+    for name, make in VARIANTS.items():
         params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters() if p.requires_grad]
         g = torch.Generator(device="cpu").manual_seed(0)
         for p in params:
-            p.grad = torch.randn(p.shape, generator=g).to(device) * 1e-3
-        groups = [{"params": params, "weight_decay": 0.01}]
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g) * 1e-3)
         try:
-            opt = make(groups)
+            opt = make([{"params": params, "weight_decay": 0.01}])
             opt.step()  # warm-up: allocates the moments
         except (RuntimeError, TypeError) as e:
             print(f"  (AdamW {name}: not available here: {str(e).splitlines()[0][:80]})")
             continue
-        steps[name], chunks[name] = opt.step, chunk
+        steps[name] = opt.step
     times = {name: [] for name in steps}
-    default_chunk = optim.CHUNK
-    try:
-        for _ in range(repeats):
-            for name, step in steps.items():
-                optim.CHUNK = chunks[name]
-                synchronize(device)
-                t0 = time.perf_counter()
-                step()
-                synchronize(device)
-                times[name].append(time.perf_counter() - t0)
-    finally:
-        optim.CHUNK = default_chunk
+    for _ in range(repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -137,9 +137,9 @@ def is_fused(model) -> bool:
 
 def make_optimizer(side: str, model):
     if side == "ours":
-        from minigpt.optim import AdamW, param_groups
+        from training.optimization import build_optimizer
 
-        return AdamW(param_groups(model, 0.01), lr=1e-5, foreach=is_fused(model))  # --explicit-math: plain
+        return build_optimizer(model, "adamw", 1e-5, 0.01, explicit_math=not is_fused(model))  # as the trainer
     return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
 
 

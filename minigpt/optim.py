@@ -10,21 +10,10 @@ For each parameter p with gradient g, at step t (from 1):
     p = p - lr * weight_decay * p               decoupled weight decay (not through the gradient)
     p = p - lr * m_hat / (sqrt(v_hat) + eps)
 
-Two forms run these lines (tests prove they agree with torch.optim.AdamW's for-loop and foreach forms):
-  * `adamw_step` (`AdamW(..., foreach=False)`, what `--explicit-math` trains with): one parameter at a time,
-    the lines above as plain tensor operations. Read this one.
-  * `adamw_update` (`foreach=True`, the default), the fast variant: the same lines on LISTS of tensors with
-    torch's multi-tensor `torch._foreach_*` operations (the form of torch.optim.AdamW(foreach=True)). On a GPU one
-    launch then updates many parameters instead of ~8 kernel launches per parameter (gpt2 has 148 parameter
-    tensors: ~1,200 launches). On a CPU a foreach operation is a loop over its tensors, and each operation
-    streams a whole tensor through main memory again (the 38M-entry token embedding is 154 MB), so there we cut
-    the parameters into cache-sized flat pieces (CHUNK entries, `piece_lists`) and give the lines one list of
-    pieces at a time (small parameters share a list), so each piece comes from memory once.
-What the fast variant buys, measured on gpt2's 124M parameters (2 threads; `bench train`'s AdamW table,
-bench/adamw.py; README, "Tests and benchmarks"): 335 ms a step in pieces, whole tensors 679 ms, torch.optim.AdamW
-foreach 814 ms. On a 2-layer gpt2-width model (46M parameters, 38M of them the token embedding) on this 2-core
-machine shared with other jobs (load average ~5, two runs each, rough): plain one parameter at a time
-1574-1824 ms a step, the pieces 1289-1498 ms.
+`AdamW` below runs these lines one parameter at a time, as plain tensor operations (`adamw_step`): the form to
+read and step through, and what `--explicit-math` trains with. Every other run trains with PyTorch's fused kernel
+for the same lines, torch.optim.AdamW(fused=True) (training/optimization.py chooses); tests/test_optim.py proves
+ours equal to torch's for-loop form and to its fused kernel, and each resumes from the other's state.
 """
 from __future__ import annotations
 
@@ -33,43 +22,26 @@ import math
 import torch
 import torch.nn as nn
 
-from .optimizer_base import Optimizer
 
-# entries per list of pieces on CPU: 4 MiB of fp32 per tensor, so the five tensors of a list (p, g, m, v,
-# denominator) stay in the last-level cache; smaller pieces are as fast on an idle machine, but mean more
-# multi-threaded kernel launches, and each launch waits for every thread, which costs a lot when other processes
-# share the cores
-CHUNK = 1 << 20
+class AdamW(torch.optim.Optimizer):
+    """torch.optim.Optimizer keeps the parameter groups, the per-parameter state, zero_grad and state_dict; the
+    update rule is ours."""
 
-
-class AdamW(Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
-                 foreach: bool = True):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"AdamW: invalid hyperparameters lr={lr} betas={betas} eps={eps} wd={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                advance_state(self.state[p], p)
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms = [s["exp_avg"] for s in states]
-            vs = [s["exp_avg_sq"] for s in states]
-            steps = [s["step"] for s in states]
-            if not self.foreach:
-                for p, g, m, v, t in zip(params, grads, ms, vs, steps):
-                    adamw_step(p, g, m, v, t, group)  # the plain form, one parameter at a time
-                continue
-            for lists in piece_lists(params, grads, ms, vs, steps):
-                adamw_update(*lists, group)  # the fast variant: lists of pieces
+            for p in group["params"]:
+                if p.grad is None:
+                    continue  # no gradient this step (a frozen or unused parameter): no update, no step count
+                state = self.state[p]
+                t = advance_state(state, p)
+                adamw_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], t, group)
         return loss
 
 
@@ -87,61 +59,16 @@ def adamw_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tenso
     p.addcdiv_(m, denom, value=-lr / bias1)
 
 
-def adamw_update(p: list, g: list, m: list, v: list, t: list, group: dict) -> None:
-    """adamw_step on lists of tensors at once, the fast variant (module docstring); m, v, t of each tensor.
-
-    Every operation works on all the tensors of the lists at once (torch._foreach_*): the same operations, in the
-    same order, as torch.optim.AdamW(foreach=True) without its capturable/amsgrad/maximize options.
-    """
-    beta1, beta2 = group["betas"]
-    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-    torch._foreach_lerp_(m, g, 1 - beta1)  # m = beta1 m + (1 - beta1) g
-    torch._foreach_mul_(v, beta2)  # v = beta2 v + (1 - beta2) g^2
-    torch._foreach_addcmul_(v, g, g, 1 - beta2)
-    bias1 = [1 - beta1**s for s in t]  # one per tensor: a parameter that missed a step has its own t
-    bias2 = [1 - beta2**s for s in t]
-    if wd != 0:
-        torch._foreach_mul_(p, 1 - lr * wd)  # decoupled weight decay (skipped, as torch does, where it is 1)
-    # p -= lr * (m / bias1) / (sqrt(v / bias2) + eps)
-    denom = torch._foreach_sqrt(v)
-    torch._foreach_div_(denom, [b**0.5 for b in bias2])
-    torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(p, m, denom, [(lr / b) * -1 for b in bias1])
-
-
-def piece_lists(params, grads, ms, vs, steps):
-    """(p, g, m, v, t) lists for adamw_update: on CUDA (or another accelerator) all the tensors at once; on a CPU
-    lists of flat views (updating a view updates its tensor) of at most CHUNK entries in all (module docstring).
-
-    A non-contiguous p, m or v cannot be flattened into a view, so it goes whole into a list of its own.
-    """
-    if not params or params[0].device.type != "cpu":
-        yield params, grads, ms, vs, steps
-        return
-    lists, size = ([], [], [], [], []), 0
-    for p, g, m, v, t in zip(params, grads, ms, vs, steps):
-        if not (p.is_contiguous() and m.is_contiguous() and v.is_contiguous()):
-            yield [p], [g], [m], [v], [t]
-            continue
-        for piece in zip(*(x.reshape(-1).split(CHUNK) for x in (p, g, m, v))):  # g may be a copy: only read
-            if size + piece[0].numel() > CHUNK and size > 0:
-                yield lists
-                lists, size = ([], [], [], [], []), 0
-            for out, x in zip(lists, (*piece, t)):
-                out.append(x)
-            size += piece[0].numel()
-    if size > 0:
-        yield lists
-
-
-def advance_state(state: dict, p: torch.Tensor) -> dict:
-    """p's Adam state, made at its first step (step 0, both moments zero), with the step count advanced by one."""
+def advance_state(state: dict, p: torch.Tensor) -> int:
+    """Advance p's Adam state by one step and return the new step number t (from 1). The state is made at the
+    first step: step 0, both moments zero. The step count is kept as torch.optim.AdamW keeps it, a float32 scalar
+    tensor, so that either optimizer continues from the other's state."""
     if not state:
-        state["step"] = 0
+        state["step"] = torch.tensor(0.0)
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # m
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # v
     state["step"] += 1
-    return state
+    return int(state["step"])
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -169,7 +96,7 @@ class LRSchedule:
     multiplier) (tests/test_optim.py); state_dict() keeps the step count and base rates for resuming.
     """
 
-    def __init__(self, optimizer: Optimizer, multiplier):
+    def __init__(self, optimizer: torch.optim.Optimizer, multiplier):
         self.optimizer, self.multiplier = optimizer, multiplier
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.steps = 0

@@ -22,7 +22,7 @@ def parse(*extra: str) -> bench_train.Settings:
 
 def check_rows(results: dict, methods) -> None:
     adamw = results.pop("adamw_step_s")
-    assert {"ours", "ours explicit", "torch foreach"} <= set(adamw) and min(adamw.values()) > 0
+    assert {"ours", "torch fused", "torch foreach"} <= set(adamw) and min(adamw.values()) > 0
     assert list(results) == list(methods)
     for method, row in results.items():
         for side in ("ours", "transformers"):

@@ -168,10 +168,12 @@ def adamw_run(make_optimizer, steps: int = 20) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
 
 
-def test_adamw_on_the_device_equals_torch_foreach():
-    want = adamw_run(lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, foreach=True))
+def test_adamw_on_the_device_equals_torch_fused_and_foreach():
+    """Our equations (--explicit-math) against torch's fused kernel (the trainer's fast path) and foreach form."""
     got = adamw_run(lambda groups: AdamW(groups, lr=1e-3))
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    for kind in ("fused", "foreach"):
+        want = adamw_run(lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, **{kind: True}))
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=kind)
 
 
 # ----- the sonnet task end to end ---------------------------------------------------------------------------------

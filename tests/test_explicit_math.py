@@ -13,8 +13,8 @@ import decoding.sampling as sampling_module
 from decoding import beam_search, contrastive_search, greedy, sample
 from minigpt import GPT2
 from minigpt.lora import inject_adapters
-from minigpt.optim import AdamW, param_groups
 from minigpt.prefix import PrefixTuning
+from training.optimization import build_optimizer
 
 from ._margins import MIN_MARGIN, assert_stable, greedy_margin
 from .conftest import tiny_config
@@ -106,10 +106,10 @@ def test_sample_takes_the_plain_top_p_filter_exactly_when_the_model_is_explicit(
     assert called and called[0] == "top_p_filter_by_threshold"  # it may fall back to the plain one on a tie
 
 
-def training_step(model: GPT2, foreach: bool, ids: torch.Tensor):
-    """One step with dropout on: (loss, gradients, parameters after AdamW)."""
+def training_step(model: GPT2, explicit_math: bool, ids: torch.Tensor):
+    """One step with dropout on, AdamW as the trainer builds it: (loss, gradients, parameters after AdamW)."""
     model.train()
-    opt = AdamW(param_groups(model, 0.1), lr=1e-2, foreach=foreach)
+    opt = build_optimizer(model, "adamw", 1e-2, 0.1, explicit_math=explicit_math)
     torch.manual_seed(11)  # the same dropout masks: both forms draw u ~ U[0, 1) in the same order
     logits = model(ids[:, :-1]).logits
     loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
@@ -122,8 +122,8 @@ def training_step(model: GPT2, foreach: bool, ids: torch.Tensor):
 def test_a_training_step_gives_the_same_loss_gradients_and_update():
     fused, explicit = fused_and_explicit(seed=5, dropout=0.1)
     ids = torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(1))
-    loss_a, grads_a, params_a = training_step(fused, True, ids)  # fused kernels, AdamW foreach pieces
-    loss_b, grads_b, params_b = training_step(explicit, False, ids)  # the equations, AdamW one parameter a time
+    loss_a, grads_a, params_a = training_step(fused, False, ids)  # fused kernels, torch's fused AdamW
+    loss_b, grads_b, params_b = training_step(explicit, True, ids)  # the equations, AdamW one parameter a time
     torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-5)
     for a, b in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)

@@ -1,6 +1,6 @@
 """The plain loop (training/loop.py): the data order, the loop alone trains a tiny GPT-2, equals the trainer's
 first epoch, weights micro-batches by their share of the step, refuses to step on NaN, and its explicit AdamW
-(--explicit-math: foreach=False) takes the same steps as the fast one."""
+(--explicit-math: minigpt's AdamW) takes the same steps as torch's fused one."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import minigpt.optim as optim
 from tests import _train_script as script
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.optimization import build_optimizer, build_scheduler
@@ -37,7 +38,7 @@ def plain_epoch(data, cfg: TrainConfig, dropout: float = 0.1):
     """One epoch with nothing but the plain loop, set up as the trainer sets it up (seed, optimizer, schedule)."""
     model = script.tiny_model(0, dropout)
     plan = epoch_plan(len(data), cfg.batch_size, cfg.grad_accum, 1, cfg.seed, 0)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, foreach=not cfg.explicit_math)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, explicit_math=cfg.explicit_math)
     scheduler = build_scheduler(optimizer, cfg.schedule, round(cfg.warmup * len(plan)), cfg.epochs * len(plan))
     seed_everything(cfg.seed)  # the trainer seeds dropout here, after building the model
     stats = list(train_epoch(model, plain_steps(data, plan), script.lm_loss, optimizer, scheduler, cfg.max_grad_norm))
@@ -99,21 +100,24 @@ def test_a_nan_loss_stops_before_the_optimizer_step():
     assert calls == 1 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_explicit_math_adamw_takes_the_same_steps(tmp_path):
-    """--explicit-math builds AdamW with foreach=False (one parameter at a time): the same training, within
-    float tolerance, as the default foreach form."""
+def test_explicit_math_reaches_the_optimizer_and_takes_the_same_steps(tmp_path, monkeypatch):
+    """train(explicit_math=True) steps with minigpt's AdamW, our equations (each of its updates is counted here);
+    the default steps with torch's fused kernel, which never calls them. Both train alike, within float tolerance."""
+    calls = []
+    plain = optim.adamw_step
+    monkeypatch.setattr(optim, "adamw_step", lambda *a: calls.append(1) or plain(*a))
     data = script.synthetic_data(16, 1)
     runs = {}
     for explicit in (False, True):
+        calls.clear()
         cfg = TrainConfig(out_dir=str(tmp_path / str(explicit)), epochs=1, batch_size=4, lr=3e-3, device="cpu",
                           seed=5, keep_best=0, weight_decay=0.1, explicit_math=explicit)
         model = script.tiny_model(0, dropout=0.0)
         result = train(model, data, script.collate, script.lm_loss, cfg)
+        n_params = sum(1 for p in model.parameters() if p.requires_grad)
+        assert len(calls) == (len(result.step_log) * n_params if explicit else 0), explicit
         runs[explicit] = (result, model.state_dict())
     assert runs[True][0].step_log and [s["loss"] for s in runs[True][0].step_log] == pytest.approx(
         [s["loss"] for s in runs[False][0].step_log], abs=1e-5)
     for name, weight in runs[False][1].items():
         torch.testing.assert_close(runs[True][1][name], weight, atol=1e-5, rtol=0, msg=name)
-    model = script.tiny_model(0)
-    assert build_optimizer(model, "adamw", 1e-3, 0.0, foreach=False).foreach is False
-    assert build_optimizer(model, "adamw", 1e-3, 0.0).foreach is True

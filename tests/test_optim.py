@@ -1,5 +1,6 @@
-"""minigpt.optim.AdamW against torch.optim.AdamW(foreach=True) on a tiny GPT2, on CPU (CUDA: tests/test_cuda.py);
-its state_dict against torch's; LRSchedule against torch's LambdaLR."""
+"""minigpt.optim.AdamW (the plain equations, --explicit-math) against torch.optim.AdamW's for-loop form and its
+fused kernel (the default fast path, training/optimization.py) on a tiny GPT2, on CPU (CUDA: tests/test_cuda.py);
+resuming each from the other's state; LRSchedule against torch's LambdaLR."""
 import copy
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import minigpt.optim as optim
 from minigpt import GPT2
 from tests.conftest import tiny_config
+from training.optimization import build_optimizer, load_optimizer_state
 
 
 def tiny_model() -> GPT2:
@@ -35,12 +37,26 @@ def train(model, opt, steps: int, seed: int = 1, skip_head_every: int = 0) -> to
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def torch_adamw(groups):
-    return torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, foreach=True)
+def fixed_gradient_steps(model, opt, steps: int, seed: int = 1) -> torch.Tensor:
+    """All parameters, flattened, after `steps` steps on fixed random gradients. No backward: the parameters do not
+    feed back into the gradients, so two kernels that round differently stay a rounding apart (with a backward,
+    Adam's lr-sized steps on near-zero gradients let rounding noise pick their sign)."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in model.parameters():
+            # in the parameter's own memory layout, as autograd writes a gradient: torch 2.13's fused CPU kernel
+            # misreads a gradient strided unlike its parameter (the non-contiguous c_fc here)
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g) * 1e-3)
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def ours(groups, **kw):
-    return optim.AdamW(groups, lr=1e-3, **kw)
+def torch_adamw(groups, **kw):
+    return torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, **kw)
+
+
+def ours(groups):
+    return optim.AdamW(groups, lr=1e-3)
 
 
 def run(make_optimizer, steps=30, **kw) -> torch.Tensor:
@@ -50,34 +66,28 @@ def run(make_optimizer, steps=30, **kw) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def expected():
-    return run(torch_adamw)
+    return run(lambda groups: torch_adamw(groups, foreach=False))
 
 
-def test_whole_parameters_equal_torch_foreach_bitwise(monkeypatch, expected):
-    """With pieces as large as the parameters, every foreach operation is torch's, on the same tensors: bitwise."""
-    monkeypatch.setattr(optim, "CHUNK", 1 << 30)
-    got = run(ours)
-    assert torch.equal(got, expected), (got - expected).abs().max()
-
-
-@pytest.mark.parametrize("chunk", [optim.CHUNK, 1000])  # 1000: pieces that do not divide the tensors
-def test_pieces_equal_torch_foreach(monkeypatch, expected, chunk):
-    """Cut into pieces, the same operations run on other slices, where a CPU's vector kernels may round the last
-    few entries differently: tolerance, not bitwise."""
-    monkeypatch.setattr(optim, "CHUNK", chunk)
+def test_one_parameter_at_a_time_equals_torch_for_loop(expected):
+    """The eight lines per parameter, as torch's for-loop path runs them, in the same order."""
     got = run(ours)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
-def test_one_parameter_at_a_time_equals_torch_for_loop():
-    """foreach=False: the eight lines per parameter, as torch's for-loop path runs them."""
-    want = run(lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, foreach=False))
-    got = run(lambda groups: ours(groups, foreach=False))
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+def test_the_fused_fast_path_equals_our_equations():
+    """What training runs by default (build_optimizer: torch's fused kernel on a CPU) against our equations:
+    another kernel, so a tolerance."""
+    model, reference = tiny_model(), tiny_model()
+    fast = build_optimizer(model, "adamw", 1e-3, 0.1)
+    assert isinstance(fast, torch.optim.AdamW) and fast.param_groups[0]["fused"] is True
+    want = fixed_gradient_steps(reference, ours(optim.param_groups(reference, 0.1)), 30)
+    torch.testing.assert_close(fixed_gradient_steps(model, fast, 30), want, atol=1e-6, rtol=1e-5)
+    assert isinstance(build_optimizer(tiny_model(), "adamw", 1e-3, 0.1, explicit_math=True), optim.AdamW)
 
 
 def test_a_parameter_that_misses_steps_keeps_its_own_step_count():
-    want = run(torch_adamw, steps=12, skip_head_every=3)
+    want = run(lambda groups: torch_adamw(groups, foreach=False), steps=12, skip_head_every=3)
     got = run(ours, steps=12, skip_head_every=3)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
@@ -114,24 +124,12 @@ def test_param_groups_decay_matrices_only():
     assert any(p is model.wte.weight for p in no_decay["params"])  # embeddings do not decay
 
 
-def test_pieces_of_the_cpu_lists_cover_every_entry_once(monkeypatch):
-    monkeypatch.setattr(optim, "CHUNK", 100)
-    tensors = [torch.zeros(250), torch.zeros(30), torch.zeros(7, 9), torch.zeros(5, 4).t()]  # last: non-contiguous
-    lists = list(optim.piece_lists(tensors, tensors, tensors, tensors, [1, 2, 3, 4]))
-    for ps, *_ in lists:
-        assert sum(x.numel() for x in ps) <= 100 or len(ps) == 1
-        for x in ps:
-            x.add_(1)
-    assert all(torch.equal(t, torch.ones_like(t)) for t in tensors)
-    assert [t for _, _, _, _, ts in lists for t in ts][:3] == [1, 1, 1]  # a piece carries its parameter's step
-
-
-
 def test_state_dict_is_torchs_format_and_loads_both_ways():
-    """minigpt/optimizer_base.py writes torch.optim's format: after the same steps both number the parameters and
-    keep the state alike, and each optimizer continues from the other's state as from its own."""
+    """Ours and torch's fused AdamW keep the same state (torch.optim.Optimizer's format, the step a float32
+    tensor): after the same steps both number the parameters and keep the state alike, and each continues from
+    the other's state as from its own (--resume may switch --explicit-math), through load_optimizer_state."""
     model, reference = tiny_model(), tiny_model()
-    mine, theirs = ours(optim.param_groups(model, 0.1)), torch_adamw(optim.param_groups(reference, 0.1))
+    mine, theirs = ours(optim.param_groups(model, 0.1)), torch_adamw(optim.param_groups(reference, 0.1), fused=True)
     train(model, mine, 5)
     train(reference, theirs, 5)
     saved, want = mine.state_dict(), theirs.state_dict()
@@ -140,19 +138,20 @@ def test_state_dict_is_torchs_format_and_loads_both_ways():
         assert all(group[k] == their_group[k] for k in ("lr", "betas", "eps", "weight_decay"))
     assert saved["state"].keys() == want["state"].keys()
     for i, state in saved["state"].items():
-        assert state["step"] == int(want["state"][i]["step"]) == 5
+        assert torch.is_tensor(state["step"]) and int(state["step"]) == int(want["state"][i]["step"]) == 5
         for k in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(state[k], want["state"][i][k], atol=1e-6, rtol=1e-5)
 
     def five_more(model, optimizer):
-        return train(model, optimizer, 5, seed=2)
+        return fixed_gradient_steps(model, optimizer, 5, seed=2)
 
     crossed = copy.deepcopy(model)
-    torch_from_ours = torch_adamw(optim.param_groups(crossed, 0.1))
-    torch_from_ours.load_state_dict(copy.deepcopy(saved))
+    torch_from_ours = torch_adamw(optim.param_groups(crossed, 0.1), fused=True)
+    load_optimizer_state(torch_from_ours, copy.deepcopy(saved))
+    assert torch_from_ours.param_groups[0]["fused"] is True  # it keeps its own kernel
     crossed_back = copy.deepcopy(reference)
     ours_from_torch = ours(optim.param_groups(crossed_back, 0.1))
-    ours_from_torch.load_state_dict(copy.deepcopy(want))
+    load_optimizer_state(ours_from_torch, copy.deepcopy(want))
     torch.testing.assert_close(five_more(crossed, torch_from_ours), five_more(model, mine), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(five_more(crossed_back, ours_from_torch), five_more(reference, theirs),
                                atol=1e-6, rtol=1e-5)
@@ -166,12 +165,28 @@ def test_zero_grad_and_bad_parameter_lists():
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
-    with pytest.raises(ValueError, match="no parameters"):
+    with pytest.raises(ValueError, match="empty parameter list"):
         ours([])
     with pytest.raises(ValueError, match="more than one parameter group"):
         ours([{"params": [model.wte.weight]}, {"params": [model.wte.weight]}])
-    with pytest.raises(ValueError, match="groups of sizes"):
-        ours([model.wte.weight]).load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match="parameter groups"):
+        load_optimizer_state(ours([model.wte.weight]), opt.state_dict())
+
+
+def test_a_checkpoint_with_an_int_step_count_resumes():
+    """last.pt files written before the fused fast path hold the step as an int: they still resume, in both."""
+    model = tiny_model()
+    opt = ours(optim.param_groups(model, 0.1))
+    train(model, opt, 3)
+    saved = copy.deepcopy(opt.state_dict())
+    for state in saved["state"].values():
+        state["step"] = int(state["step"])
+    for make in (ours, lambda groups: torch_adamw(groups, fused=True)):
+        resumed = make(optim.param_groups(model, 0.1))
+        load_optimizer_state(resumed, copy.deepcopy(saved))
+        assert all(int(s["step"]) == 3 for s in resumed.state.values())
+        resumed.step()  # a step with the gradients still there runs
+        assert all(int(s["step"]) == 4 for s in resumed.state.values())
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no steps: rates only

@@ -82,8 +82,8 @@ class TrainConfig:
     # set by code, or by the task's own flags
     find_unused_parameters: bool = setting(False, "DDP: some trainable parameters skip some forward passes",
                                            cli=False)
-    explicit_math: bool = setting(False, "AdamW one parameter at a time (foreach=False): the readable equations "
-                                         "(the task's --explicit-math)", cli=False)
+    explicit_math: bool = setting(False, "minigpt's AdamW, one parameter at a time, instead of torch's fused "
+                                         "kernel: the readable equations (the task's --explicit-math)", cli=False)
     data_files: dict = setting({}, "{name: path} of the data files the task reads (tasks/data/files.py: "
                                    "course_files): the run record fingerprints them", cli=False)
     # every parsed flag of the task (config_from_args fills it): --resume refuses a run whose settings differ

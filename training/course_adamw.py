@@ -22,10 +22,9 @@ import math
 import torch
 
 from minigpt.optim import advance_state
-from minigpt.optimizer_base import Optimizer
 
 
-class CourseAdamW(Optimizer):
+class CourseAdamW(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"CourseAdamW: invalid hyperparameters lr={lr} betas={betas} eps={eps} "
@@ -41,8 +40,9 @@ class CourseAdamW(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = advance_state(self.state[p], p)
-                t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
+                state = self.state[p]
+                t = advance_state(state, p)
+                m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 m.mul_(beta1).add_(g, alpha=1 - beta1)  # m = beta1 m + (1 - beta1) g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
                 step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)

@@ -76,7 +76,7 @@ from training.evaluation import epoch_score, evaluate_model
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.model_switches import switch_model
 from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
-from training.optimization import build_optimizer, build_scheduler
+from training.optimization import build_optimizer, build_scheduler, load_optimizer_state
 from training.out_dir import claim_out_dir, remove_temporary_files
 from training.progress import Progress, TrainResult
 from training.run_settings import check_same_run, run_record
@@ -132,7 +132,7 @@ class _Trainer:
         total = cfg.epochs * self.steps_per_epoch
         warmup = round(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
         self.optimizer = build_optimizer(self.module, cfg.optimizer, cfg.lr, cfg.weight_decay,
-                                         foreach=not cfg.explicit_math)
+                                         explicit_math=cfg.explicit_math)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, warmup, total)
         self.progress = Progress()
         self.record = run_record(cfg, self.module, len(train_data))
@@ -313,7 +313,7 @@ class _Trainer:
                                        "--out-dir at the run to continue")
         check_same_run(ckpt, path, self.record)
         self.module.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.progress = p = Progress(**ckpt["progress"])
         if ckpt["world_size"] == self.world:
