@@ -247,8 +247,6 @@ def main(args) -> int:
     decoding = decode_config_from_args(args, seed=args.seed if args.decoder in SAMPLING else DecodeConfig.seed)
     finetune = finetune_config_from_args(args)
     train_text, dev_prompts, dev_true, dev_numbers, test_prompts, test_numbers = load_sonnet_data(data_dir)
-    floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (metrics/floors.py)
-    logger.info(describe_floors(floors))
     seed_everything(cfg.seed)
     model, tokenizer, tokenizer_dir = load_model_and_tokenizer(model_spec_from_args(args))
     check_context(tokenizer, dev_prompts + test_prompts, args.max_new_tokens, model.config.n_positions)
@@ -286,6 +284,8 @@ def main(args) -> int:
             write_sonnets(out_dir / "generated_sonnets.txt", test_generated, output_numbers(test_numbers, course))
     if cfg.epochs > 0:
         export_language_model(module, out_dir / "model", tokenizer_dir, args.model, finetune.prefix_hidden)
+    floors = sonnet_floors(dev_prompts, dev_true, train_text)  # what copying lines scores (metrics/floors.py)
+    logger.info(describe_floors(floors))
     write_result(out_dir, {"dev_chrf": dev_chrf.score, "dev_chrf_mean": dev_chrf.mean,
                            "dev_chrf_ci95": dev_chrf.half_width, **floors, "decoder": args.decoder}, best_epoch,
                  vars(args))

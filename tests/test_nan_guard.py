@@ -40,9 +40,9 @@ def test_non_finite_stops_and_keeps_last_good_checkpoint(tmp_path, poison):
 
 
 def test_overflowing_update_is_never_saved(tmp_path, monkeypatch):
-    """Finite loss and gradient, but the update overflows: the guard refuses to write those weights."""
-    from minigpt.optim import AdamW
-
+    """Finite loss and gradient, but the update overflows: the guard refuses to write those weights. (The trainer's
+    optimizer is torch's fused AdamW, training/optimization.py: its step is made to overflow.)"""
+    AdamW = torch.optim.AdamW
     real_step = AdamW.step
 
     def overflowing_step(self, closure=None):

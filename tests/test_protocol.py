@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 import run
 from minigpt import load_pretrained
-from training.course_adamw import CourseAdamW
 from minigpt.tokenizer import Tokenizer, write_vocab_files
 from tasks import paraphrase, sentiment, sonnet
 from tasks.classify import encode_examples, train_classifier
@@ -32,6 +31,7 @@ from tasks.protocol import COURSE, resolve_protocol
 from tests._fixtures import Affine, affine_data, collate_xy, mse, sonnet_args, write_fixture
 from tests.conftest import tiny_pair
 from training.config import config_from_args
+from training.course_adamw import CourseAdamW
 from training.optimization import warmup_constant
 from training.trainer import TrainConfig, epoch_plan, train
 

@@ -1,6 +1,7 @@
 """The NaN guard: training never steps on, nor saves, NaN or infinite values, and says where they appeared.
 
-    before training   weights holding NaN/inf (a broken checkpoint) are refused at once
+    before training   weights holding NaN/inf (a broken checkpoint) are refused at once (minigpt/state_dict.py,
+                      refuse_non_finite: they would give NaN losses from the first step)
     every step        the loop (training/loop.py) raises NonFiniteLossError before the optimizer step when the
                       loss or the gradient norm is not finite: the weights stay those of the last good step
     every save        the weights are checked first: a finite loss can still come with an overflowing update
@@ -10,9 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-from minigpt.state_dict import refuse_non_finite
 from training.loop import NonFiniteLossError
 
 
@@ -22,11 +21,6 @@ def non_finite_error(what: str, where: str, last_path: Path, last_saved: bool) -
             if last_saved else "no checkpoint was written yet")
     return NonFiniteLossError(f"non-finite training values ({what}) in {where}; {last}. "
                               "Try a lower --lr, --max-grad-norm 1.0, or --no-amp.")
-
-
-def refuse_non_finite_start(module: nn.Module) -> None:
-    """Weights holding NaN/inf give NaN losses from the first step: refuse them, naming the tensors."""
-    refuse_non_finite(module, "train")
 
 
 def all_finite(params: list[torch.Tensor]) -> bool:

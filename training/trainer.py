@@ -48,6 +48,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from minigpt.state_dict import refuse_non_finite
 from training.checkpointing import (
     FORMAT,
     LAST,
@@ -75,7 +76,7 @@ from training.distributed import (
 from training.evaluation import epoch_score, evaluate_model
 from training.loop import NonFiniteLossError, epoch_plan, train_epoch
 from training.model_switches import switch_model
-from training.nan_guard import all_finite, check_loss, non_finite_error, refuse_non_finite_start
+from training.nan_guard import all_finite, check_loss, non_finite_error
 from training.optimization import build_optimizer, build_scheduler, load_optimizer_state
 from training.out_dir import claim_out_dir, remove_temporary_files
 from training.progress import Progress, TrainResult
@@ -125,7 +126,8 @@ class _Trainer:
             raise ValueError(f"the training set has {len(train_data)} examples: too few for one step")
         self.amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.module = model.to(device)
-        switch_model(self.module, cfg.gradient_checkpointing, cfg.compile, device)  # training/model_switches.py
+        if cfg.gradient_checkpointing or cfg.compile:  # training/model_switches.py
+            switch_model(self.module, cfg.gradient_checkpointing, cfg.compile, device)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
@@ -140,7 +142,7 @@ class _Trainer:
         run_on_main(self._claim_out_dir)
         if cfg.resume:
             self._resume()
-        refuse_non_finite_start(self.module)
+        refuse_non_finite(self.module, "train")  # NaN/inf weights would give NaN losses from the first step
         self.ddp = None
         if self.world > 1:
             self.ddp = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda"
