@@ -20,7 +20,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 
 # Each subcommand is a module with add_arguments(parser) and main(args). They are imported here, by name, inside
@@ -158,6 +160,15 @@ def out_dir_lock(command: str, out_dir: str | None):
     return locked(out_dir)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a cluster's time limit), raised where the run stands so that it stops as Ctrl-C
+    stops it: what is written stays written, temporary files are removed, and the message says what to do."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. Errors about the user's input (bad files, flags, data) print one clear line, not a
     traceback; set MINIGPT_DEBUG=1 to see the traceback too."""
@@ -166,21 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     # progress: one way, the logging module; under torchrun only rank 0 reports (the others warn and err only)
     main_process = int(os.environ.get("RANK", 0)) == 0
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if on_main_thread else None
     try:
         with out_dir_lock(args.command, getattr(args, "out_dir", None)):
             result = args._main(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         out_dir = getattr(args, "out_dir", None)
         if out_dir and os.path.isfile(os.path.join(out_dir, "last.pt")):
-            print(f"\ninterrupted; {out_dir}/last.pt is kept: add --resume to continue", file=sys.stderr)
+            print(f"\n{how}; {out_dir}/last.pt is kept: add --resume to continue", file=sys.stderr)
         else:
-            print("\ninterrupted before any checkpoint was written: run again to start", file=sys.stderr)
-        return 130
+            print(f"\n{how} before any checkpoint was written: run again to start", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as a shell reports it
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file, line or flag at fault
         if os.environ.get("MINIGPT_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -288,3 +288,21 @@ def test_ctrl_c_suggests_resume_only_when_a_checkpoint_exists(tmp_path, monkeypa
     (tmp_path / "last.pt").write_bytes(b"")
     assert run.main(["sonnet", "--out-dir", str(tmp_path)]) == 130
     assert "add --resume" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """`kill PID` (or a cluster's time limit) while the task runs: the same stop and message, exit 143."""
+    import os
+    import signal
+
+    import tasks.sonnet
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this process's main thread, inside the task
+        raise AssertionError("SIGTERM did not stop the task")
+
+    monkeypatch.setattr(tasks.sonnet, "main", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert run.main(["sonnet", "--out-dir", str(tmp_path)]) == 143
+    assert "terminated (SIGTERM); " in capsys.readouterr().err and signal.getsignal(signal.SIGTERM) is before
