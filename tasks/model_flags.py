@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from minigpt import GPT2Config
 from minigpt.config import PRESETS
 from minigpt.settings import number
 from tasks.modeling import FINETUNE_HELP, FinetuneConfig, ModelSpec, scratch_fields
+
+logger = logging.getLogger(__name__)
 
 EXPLICIT_MATH_HELP = ("run the plain equations everywhere (attention, LayerNorm, GELU, dropout, top-p, AdamW): "
                       "slower, for stepping through in a debugger")
@@ -64,7 +67,16 @@ def scratch_config_text(text: str) -> str:
     return text
 
 
+SCRATCH_MIN_LR = 1e-4  # below it a randomly initialised GPT-2 barely leaves the uniform guess in an epoch
+
+
 def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
+    """The model to load; a random model (--model scratch) about to train at a fine-tuning rate gets a warning:
+    from a random start the loss stays near ln(vocabulary) = 10.8 for epochs at lr 1e-5."""
+    lr, epochs = getattr(args, "lr", None), getattr(args, "epochs", 0)
+    if args.model == "scratch" and lr is not None and lr < SCRATCH_MIN_LR and epochs:
+        logger.warning(f"warning: --model scratch trains a random model, and --lr {lr:g} is a fine-tuning rate: "
+                       "the loss will stay near 10.8 (ln 50257) for epochs; try --lr 1e-3 --warmup 0.1")
     return ModelSpec(model=args.model, tokenizer=args.tokenizer, scratch_config=args.scratch_config,
                      dropout=args.dropout, explicit_math=args.explicit_math,
                      course_model=getattr(args, "protocol", "minigpt") == "course")

@@ -306,3 +306,20 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
     (tmp_path / "last.pt").write_bytes(b"")
     assert run.main(["sonnet", "--out-dir", str(tmp_path)]) == 143
     assert "terminated (SIGTERM); " in capsys.readouterr().err and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_random_model_at_a_fine_tuning_rate_gets_a_warning(caplog):
+    """--model scratch keeps the task's fine-tuning lr unless told: one line says it cannot train a random model."""
+    import argparse
+
+    from tasks.model_flags import model_spec_from_args
+
+    def spec(**flags):
+        args = dict(model="scratch", tokenizer=None, scratch_config="", dropout=0.1, explicit_math=False,
+                    lr=1e-5, epochs=3) | flags
+        caplog.clear()
+        model_spec_from_args(argparse.Namespace(**args))
+        return caplog.text
+
+    assert "--lr 1e-05 is a fine-tuning rate" in spec() and "try --lr 1e-3" in spec()
+    assert spec(lr=1e-3) == "" and spec(epochs=0) == "" and spec(model="gpt2") == ""
