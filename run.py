@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
     previous = signal.signal(signal.SIGTERM, raise_terminated) if on_main_thread else None
+    if getattr(args, "dataset", None) and getattr(args, "out_dir", None):  # one default out-dir per dataset:
+        args.out_dir = args.out_dir.replace("{dataset}", args.dataset)  # runs/sentiment-{dataset} -> ...-sst
     try:
         with out_dir_lock(args.command, getattr(args, "out_dir", None)):
             result = args._main(args)

@@ -77,7 +77,7 @@ def add_protocol_argument(parser: argparse.ArgumentParser, task: str) -> None:
     for dest, value in course.items():
         action = actions[dest]
         minigpt[dest] = action.default
-        base = re.sub(r" \(default: [^)]*\)$", "", action.help or "")  # its own default note, replaced here
+        base = re.sub(r" \(default: (%\(default\)s|[^)]*)\)$", "", action.help or "")  # its note, replaced
         action.help = (f"{base} (default: {_show(dest, action.default)}; "
                        f"--protocol course: {_show(dest, value)})")
         action.default = None  # None = not given on the command line: resolve_protocol fills it in

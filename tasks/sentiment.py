@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--head-dropout", type=number(float, 0, 1, high_open=True), default=None,
                         help="dropout on the pooled state before the classification head (None: the model's "
                              "dropout)")
-    add_training_arguments(parser, epochs=10, batch_size=8, lr=2e-5, out_dir="runs/sentiment")
+    add_training_arguments(parser, epochs=10, batch_size=8, lr=2e-5, out_dir="runs/sentiment-{dataset}")
     add_protocol_argument(parser, "sentiment")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,26 @@ def test_a_random_model_at_a_fine_tuning_rate_gets_a_warning(caplog):
 
     assert "--lr 1e-05 is a fine-tuning rate" in spec() and "try --lr 1e-3" in spec()
     assert spec(lr=1e-3) == "" and spec(epochs=0) == "" and spec(model="gpt2") == ""
+
+
+def test_each_sentiment_dataset_has_its_own_default_out_dir(tmp_path, monkeypatch, capsys):
+    """sentiment --dataset cfimdb after --dataset sst does not meet the sst run: runs/sentiment-{dataset}, named
+    (and locked) before any data is read."""
+    monkeypatch.chdir(tmp_path)
+    for dataset in ("sst", "cfimdb"):
+        assert run.main(["sentiment", "--dataset", dataset, "--data-dir", str(tmp_path / "nowhere")]) == 1
+        assert (tmp_path / "runs" / f"sentiment-{dataset}" / ".lock").is_file()
+    with pytest.raises(SystemExit):
+        run.main(["sentiment", "--help"])
+    assert "(default: runs/sentiment-{dataset})" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("task", ["sonnet", "sentiment", "paraphrase"])
+def test_each_help_line_gives_one_default(task, capsys):
+    """A flag --protocol course sets prints its two values in one note, not a second '(default: None)'."""
+    with pytest.raises(SystemExit):
+        run.main([task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "%(default)s" not in text
+    assert not re.search(r"\(default: [^()]*\) \(default:", text)  # two default notes in a row
+    assert "(default: 10; --protocol course: 10)" in text
