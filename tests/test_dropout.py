@@ -33,9 +33,9 @@ def test_eval_mode_and_p_zero_are_the_identity_and_a_new_mask_every_call():
         Dropout(1.0)
 
 
-def test_plain_form_equals_the_fast_variant_and_set_fused_picks_it():
-    """fused=False runs plain_dropout, the equation; on the CPU it draws the same u as fast_dropout, so the same
-    seed gives the same mask (the outputs differ only by rounding: x * keep / (1 - p) vs x * (keep / (1 - p)))."""
+def test_plain_form_equals_torchs_kernel_and_set_fused_picks_it():
+    """fused=False runs plain_dropout, the equation; on the CPU it draws keep with the same bernoulli_ call as
+    F.dropout, so the same seed gives the same mask (the outputs differ only by rounding)."""
     x = torch.randn(8, 500, requires_grad=True)
     d = Dropout(0.3).train()
     torch.manual_seed(5)
