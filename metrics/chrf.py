@@ -26,12 +26,9 @@ Several references: each is scored on its own and the statistics of the best one
 ties) are kept. Corpus level: the per-order (hyp_n, ref_n, match_n) of all segments are summed first, then one
 F-score is taken of the sums (not a mean of sentence scores).
 
-Two ways to the statistics, both exact (tests/test_chrf.py checks them against sacreBLEU's own statistics):
-- `pair_stats`: one hypothesis against one reference (`sentence_chrf`, `corpus_chrf`). It skips work that
-  cannot change match_n: counts where sets suffice (`clipped_matches`), and n-grams that cannot be shared
-  because the (n-1)-gram they start with is not (`sequence_pair_stats`).
-- `ngram_counts` + `match_stats`: count each text once and match it against many others; MBR reuses the
-  counts of each candidate for all its pairs (decoding/mbr.py).
+The statistics of a pair come from counting: `ngram_counts` counts each text's n-grams once, and `match_stats`
+matches two counted texts (`pair_stats` does both for one pair). MBR reuses the counts of each candidate for all
+its pairs (decoding/mbr.py). tests/test_chrf.py checks the statistics against sacreBLEU's own.
 
 How sure a score is (intervals, paired tests): metrics/chrf_significance.py.
 """
@@ -39,7 +36,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from operator import add
 from typing import NamedTuple
 
 # ASCII punctuation (Python's string.punctuation), split off word edges for chrF++.
@@ -91,90 +87,7 @@ def order_stats(hyp_total: int, ref_total: int, matched: int) -> OrderStats:
     return (hyp_total if ref_total > 0 else 0, ref_total, matched)
 
 
-# ---- One hypothesis against one reference (sentence_chrf, corpus_chrf) ----------------------------------
-
-def clipped_matches(hyp_grams, ref_grams, count_first: bool) -> tuple[int, set, bool]:
-    """match_n = sum_g min(c_hyp(g), c_ref(g)) of two collections of n-grams; also the set of shared n-grams
-    and whether both sides repeat some n-gram.
-
-    If one side repeats no n-gram, every min over the shared n-grams is 1 and match_n is just the size of the
-    set intersection. So the counts are only needed when both sides repeat some n-gram (a side's distinct
-    n-grams are fewer than its n-grams). Sets are cheaper than Counters; `count_first` builds the Counters
-    straight away when they will probably be needed (their keys serve as the sets)."""
-    if count_first:
-        hyp_counts, ref_counts = Counter(hyp_grams), Counter(ref_grams)
-        hyp_distinct, ref_distinct = hyp_counts.keys(), ref_counts.keys()
-    else:
-        hyp_distinct, ref_distinct = set(hyp_grams), set(ref_grams)
-    shared = hyp_distinct & ref_distinct
-    both_repeat = len(hyp_distinct) < len(hyp_grams) and len(ref_distinct) < len(ref_grams)
-    if not both_repeat:
-        return len(shared), shared, False
-    if not count_first:
-        hyp_counts, ref_counts = Counter(hyp_grams), Counter(ref_grams)
-    # sum over the shared g of min(c_hyp(g), c_ref(g)); the maps pair each g's two counts, looping in C
-    matched = sum(map(min, map(hyp_counts.__getitem__, shared), map(ref_counts.__getitem__, shared)))
-    return matched, shared, True
-
-
-def grams_at(seq, shorter_grams: list, starts, n: int) -> list:
-    """The n-grams of `seq` at the positions `starts`, given its (n-1)-grams there.
-
-    While no position has been dropped (`starts` is still the range 0..len-n), a character n-gram is its
-    (n-1)-gram plus the next character: map(add) joins them all in C, which is faster than slicing in a
-    Python loop. Words are kept as tuples (joining "ab" + "c" would equal "a" + "bc"), so they are sliced."""
-    if isinstance(seq, str) and isinstance(starts, range):
-        return list(map(add, shorter_grams, seq[n - 1:]))
-    return [seq[i:i + n] for i in starts]
-
-
-def next_starts(starts, grams: list, shared: set, matched: int, stop: int):
-    """The start positions worth looking at for order n + 1: those whose n-gram is shared, below `stop`
-    (where an (n+1)-gram still fits). Filtering costs a pass and pays only when few positions survive; when
-    at least half the n-grams matched, the positions are kept as they are (a superset only adds n-grams
-    that match nothing)."""
-    if 2 * matched >= len(grams):
-        return starts[:-1] if starts[-1] >= stop else starts
-    return [i for i, g in zip(starts, grams) if g in shared and i < stop]
-
-
-def sequence_pair_stats(hyp_seq, ref_seq, order: int) -> list[OrderStats]:
-    """Per-order stats, orders 1..order, of two strings of characters (or two tuples of words).
-
-    An n-gram can only be shared if the (n-1)-gram it starts with is shared. So order n slices only at the
-    positions whose (n-1)-gram was shared: every occurrence of every n-gram that may be shared starts there,
-    so the counts of those n-grams stay exact, and the other n-grams do not matter.
-
-    A side that repeats no n-gram repeats no longer one either, so the counts are taken first only while
-    both sides repeated some n-gram at the order below (characters nearly always repeat)."""
-    stats = []
-    hyp_starts, ref_starts = range(len(hyp_seq)), range(len(ref_seq))
-    both_repeat = True
-    for n in range(1, order + 1):
-        matched = 0
-        if hyp_starts and ref_starts:
-            if n == 1:
-                hyp_grams, ref_grams = hyp_seq, ref_seq
-            else:
-                hyp_grams = grams_at(hyp_seq, hyp_grams, hyp_starts, n)
-                ref_grams = grams_at(ref_seq, ref_grams, ref_starts, n)
-            matched, shared, both_repeat = clipped_matches(hyp_grams, ref_grams, count_first=both_repeat)
-            hyp_starts = next_starts(hyp_starts, hyp_grams, shared, matched, len(hyp_seq) - n)
-            ref_starts = next_starts(ref_starts, ref_grams, shared, matched, len(ref_seq) - n)
-        stats.append(order_stats(max(len(hyp_seq) - n + 1, 0), max(len(ref_seq) - n + 1, 0), matched))
-    return stats
-
-
-def pair_stats(hypothesis: str, reference: str, char_order: int = 6, word_order: int = 0) -> list[OrderStats]:
-    """Per-order stats of one hypothesis against one reference: char orders, then word orders."""
-    stats = []
-    for (hyp_seq, order), (ref_seq, _) in zip(sequences(hypothesis, char_order, word_order),
-                                              sequences(reference, char_order, word_order)):
-        stats += sequence_pair_stats(hyp_seq, ref_seq, order)
-    return stats
-
-
-# ---- Count once, match many times (MBR) ------------------------------------------------------------------
+# ---- Count each text once, then match pairs of counted texts ---------------------------------------------
 
 class NgramCounts(NamedTuple):
     """The n-grams of one text, one list entry per order: chars 1..char_order, then words 1..word_order."""
@@ -215,8 +128,14 @@ def matched_counts(a: NgramCounts, b: NgramCounts) -> list[int]:
 
 
 def match_stats(hyp: NgramCounts, ref: NgramCounts) -> list[OrderStats]:
-    """Per-order (hyp_n, ref_n, match_n) of two counted texts; equal to pair_stats of the two strings."""
+    """Per-order (hyp_n, ref_n, match_n) of two counted texts."""
     return [order_stats(h, r, m) for h, r, m in zip(hyp.totals, ref.totals, matched_counts(hyp, ref))]
+
+
+def pair_stats(hypothesis: str, reference: str, char_order: int = 6, word_order: int = 0) -> list[OrderStats]:
+    """Per-order stats of one hypothesis against one reference: char orders, then word orders."""
+    hyp, ref = ngram_counts(hypothesis, char_order, word_order), ngram_counts(reference, char_order, word_order)
+    return match_stats(hyp, ref)
 
 
 # ---- The F-score and the public scores -------------------------------------------------------------------
