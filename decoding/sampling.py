@@ -25,7 +25,6 @@ each step feeds the one new token together with the cached keys and values of ev
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,47 +79,14 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def top_p_filter_by_threshold(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """The same filter, faster: the removed tokens are the r least likely, so they are exactly the logits below
-    the smallest kept one (the threshold). The sorted values suffice; the permutation that torch.sort builds and
-    the scatter back are not needed, and on a CPU numpy sorts the values (`sorted_values`). Only when tied logits
-    straddle the threshold does the tie order matter; then it returns top_p_filter's answer.
-
-    What it buys, measured on a 2-core CPU shared with other jobs (load average 5-6, so the times are rough),
-    GPT-2's vocabulary (50257 logits), fp32, p = 0.9, two runs: one row 30-64 ms -> 9-15 ms, a batch of 8 rows
-    126-236 ms -> 62-75 ms: 2-4x less time per sampled token spent in the filter."""
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
-    sorted_logits = sorted_values(logits)  # (..., vocab), least likely first
-    mass_up_to = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (..., vocab), non-decreasing
-    removed = (mass_up_to <= 1 - p).sum(dim=-1, keepdim=True)  # (..., 1): how many of the least likely go
-    removed = removed.clamp(max=logits.size(-1) - 1)  # the most likely token is never removed
-    threshold = sorted_logits.gather(-1, removed)  # (..., 1): the smallest kept logit
-    last_removed = sorted_logits.gather(-1, (removed - 1).clamp(min=0))
-    if ((removed > 0) & (last_removed == threshold)).any():  # a tie across the boundary
-        return top_p_filter(logits, p)
-    return logits.masked_fill(logits < threshold, float("-inf"))
-
-
-def sorted_values(x: torch.Tensor) -> torch.Tensor:
-    """x sorted ascending along the last dimension, values only. On the CPU numpy's vectorised sort of the
-    values is much faster than torch.sort, which also builds the permutation."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
-    return torch.sort(x, dim=-1).values
-
-
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  fused: bool = True):
-    """Temperature, then top-k (0 = off), then top-p (1.0 = off). fused=False (the model's config.fused,
-    `--explicit-math`) or logits on a GPU: the plain top-p filter; else its faster CPU variant (same tokens kept)."""
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """Temperature, then top-k (0 = off), then top-p (1.0 = off)."""
     if temperature != 1.0:
         logits = apply_temperature(logits, temperature)
     if top_k != 0:
         logits = top_k_filter(logits, top_k)
     if top_p != 1.0:
-        fast = fused and logits.device.type == "cpu"  # (on a GPU its tie check would wait for the GPU every step)
-        logits = top_p_filter_by_threshold(logits, top_p) if fast else top_p_filter(logits, top_p)
+        logits = top_p_filter(logits, top_p)
     return logits
 
 
@@ -248,7 +214,7 @@ def sample(
     draw_fn = DRAWS[draw_order]
 
     def choose(logits):  # (B, V) -> (B, 1)
-        probs = F.softmax(filter_logits(logits, temperature, top_k, top_p, model.config.fused), dim=-1)
+        probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
         return draw_fn(probs, generator)
 
     return decode_loop(model, input_ids, attention_mask, max_new_tokens, choose, eos_token_id)

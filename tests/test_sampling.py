@@ -5,9 +5,8 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-import decoding.sampling as sampling_module
 from decoding import beam_search, contrastive_search, greedy, sample
-from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter, top_p_filter_by_threshold
+from decoding.sampling import apply_temperature, filter_logits, top_k_filter, top_p_filter
 from minigpt import GPT2
 
 from ._fixtures import hf_generate, random_prompts
@@ -51,35 +50,25 @@ def test_filters_keep_the_same_tokens_as_transformers_warpers():
             assert torch.equal(ours[~ours.isinf()], logits[~ours.isinf()])
         for p in (0.01, 0.1, 0.5, 0.9, 0.95, 0.999, 1.0):
             ref = TopPLogitsWarper(p)(None, logits)
-            for top_p_form in (top_p_filter, top_p_filter_by_threshold):  # the plain form and its fast variant
-                ours = top_p_form(logits, p)
-                assert torch.equal(ours.isinf(), ref.isinf()), f"{top_p_form.__name__}, top_p={p}"
+            assert torch.equal(top_p_filter(logits, p).isinf(), ref.isinf()), f"top_p={p}"
         for t in (0.5, 1.2):
             assert torch.equal(apply_temperature(logits, t), TemperatureLogitsWarper(t)(None, logits))
 
 
-def test_top_p_threshold_variant_equals_the_plain_filter_and_falls_back_only_on_boundary_ties(monkeypatch):
-    fallbacks = []
-    plain = sampling_module.top_p_filter
-    monkeypatch.setattr(sampling_module, "top_p_filter", lambda logits, p: fallbacks.append(p) or plain(logits, p))
+def test_top_p_at_gpt2s_vocabulary_and_on_boundary_ties():
     g = torch.Generator().manual_seed(1)
     for scale in (0.5, 2.0, 8.0):  # GPT-2's vocabulary size: nuclei of a few to tens of thousands of tokens
         logits = torch.randn(8, 50257, generator=g) * scale
         for p in (0.1, 0.5, 0.9, 0.99):
-            ours = top_p_filter_by_threshold(logits, p)
-            assert torch.equal(ours, plain(logits, p))
-            assert torch.equal(ours.isinf(), TopPLogitsWarper(p)(None, logits).isinf())
-    assert fallbacks == []  # continuous logits: no ties, the threshold path decided every row
+            assert torch.equal(top_p_filter(logits, p).isinf(), TopPLogitsWarper(p)(None, logits).isinf())
     tied = torch.tensor([[0.0, 1.0, 1.0, 1.0, 2.0]])  # the boundary falls inside the three tied 1.0s
-    assert torch.equal(top_p_filter_by_threshold(tied, 0.5).isinf(), TopPLogitsWarper(0.5)(None, tied).isinf())
-    assert fallbacks == [0.5]
+    assert torch.equal(top_p_filter(tied, 0.5).isinf(), TopPLogitsWarper(0.5)(None, tied).isinf())
 
 
 def test_top_p_keeps_the_smallest_set_with_mass_p():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    for top_p_form in (top_p_filter, top_p_filter_by_threshold):
-        kept = lambda p: (~top_p_form(probs.log(), p).isinf()).sum().item()  # noqa: E731
-        assert kept(0.5) == 1 and kept(0.6) == 2 and kept(0.8) == 2 and kept(0.81) == 3 and kept(1.0) == 4
+    kept = lambda p: (~top_p_filter(probs.log(), p).isinf()).sum().item()  # noqa: E731
+    assert kept(0.5) == 1 and kept(0.6) == 2 and kept(0.8) == 2 and kept(0.81) == 3 and kept(1.0) == 4
 
 
 def test_filter_order_is_temperature_then_top_k_then_top_p():
@@ -87,7 +76,6 @@ def test_filter_order_is_temperature_then_top_k_then_top_p():
     logits = torch.randn(16, 40, generator=g)
     ref = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(7)(None, TemperatureLogitsWarper(1.3)(None, logits)))
     assert torch.equal(filter_logits(logits, 1.3, 7, 0.8), ref)
-    assert torch.equal(filter_logits(logits, 1.3, 7, 0.8, fused=False), ref)
 
 
 def test_sampling_is_reproducible_and_matches_transformers_with_the_same_seed(pair):
