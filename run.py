@@ -102,7 +102,7 @@ BENCHMARKS = {
     "train": (bench_train, "benchmark: full fine-tuning, LoRA, DoRA, prefix vs transformers + peft"),
 }
 
-# tasks that write into --out-dir: one run per directory at a time (training/out_dir_lock.py)
+# tasks that write into --out-dir: one run per directory at a time (training/out_dir.py)
 LOCKS_OUT_DIR = ("sonnet", "sentiment", "paraphrase", "multitask")
 
 
@@ -156,7 +156,7 @@ def out_dir_lock(command: str, out_dir: str | None):
     """The lock on a task's --out-dir, taken before the task reads anything (on rank 0 under torchrun)."""
     if command not in LOCKS_OUT_DIR or int(os.environ.get("RANK", 0)) != 0:
         return contextlib.nullcontext()
-    from training.out_dir_lock import locked
+    from training.out_dir import locked
     return locked(out_dir)
 
 

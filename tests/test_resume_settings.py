@@ -20,7 +20,7 @@ from tests._fixtures import Affine, Scripted, affine_data, cfg_for, collate_xy, 
 from tests._task_fixtures import SCRATCH, tokenizer_dir, write_sentiment_files
 from training.checkpointing import CheckpointError, load_file
 from training.config import parsed_settings
-from training.out_dir_lock import LOCK, OutDirLockedError, acquire, release
+from training.out_dir import LOCK, OutDirLockedError, acquire, release
 from training.run_settings import IGNORED, setting_differences
 from training.trainer import train
 
@@ -127,7 +127,7 @@ def test_resume_accepts_what_cannot_change_the_result(sst, monkeypatch):
 
 # ---- the lock on --out-dir -----------------------------------------------------------------------------------
 def hold_lock(out_dir: Path) -> subprocess.Popen:
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from training.out_dir_lock import acquire; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from training.out_dir import acquire; "
             f"acquire({str(out_dir)!r}); print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

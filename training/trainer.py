@@ -27,7 +27,7 @@ Resume (--resume) continues from out_dir/last.pt exactly: same data order, posit
 schedule and RNG states, so a killed and resumed run ends with the same weights as an uninterrupted one.
 Everything that defines the run's numbers must not change on resume (training/run_settings.py: every parsed flag,
 the model's shapes and config, the data files' sizes and hashes, the training set's size): train() refuses,
-listing every difference. The caller locks the output directory (run.py does; training/out_dir_lock.py).
+listing every difference. The caller locks the output directory (run.py does; training/out_dir.py).
 What the files hold is described in checkpointing.py; last.pt stores the full module state_dict (for LoRA and
 prefix-tuning that includes the frozen base: simple and robust, at the cost of disk space).
 """
