@@ -5,8 +5,6 @@
 """
 from __future__ import annotations
 
-import torch
-
 from decoding.common import check_room
 from decoding.config import add_decoder_arguments, decode, decode_config_from_args
 from minigpt import Tokenizer, load_pretrained
@@ -24,7 +22,9 @@ def add_arguments(parser) -> None:
                              "a directory in the Hugging Face layout")
     parser.add_argument("--tokenizer", default=None, help="directory with vocab.json + merges.txt (default: the "
                                                           "model directory)")
-    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--prompt", required=True, action="append",
+                        help="the text to continue; give it several times to decode all the prompts as one batch "
+                             "(left-padded), each continuation printed after a '--- prompt N' line")
     parser.add_argument("--device", type=device_type, default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     add_explicit_math_argument(parser)
@@ -35,19 +35,32 @@ def add_arguments(parser) -> None:
     add_decoder_arguments(parser)
 
 
+def up_to_eos(tokens: list[int], eos: int | None) -> list[int]:
+    """The generated tokens up to and including the first eos (a finished row is padded with eos after it)."""
+    return tokens[:tokens.index(eos) + 1] if eos in tokens else tokens
+
+
 def main(args) -> int:
     cfg = decode_config_from_args(args)
     device = resolve_device(args.device)
     tokenizer = Tokenizer.from_dir(args.tokenizer or resolve_model_dir(args.model))
-    ids = tokenizer.encode(args.prompt)
-    if not ids:
-        raise ValueError("--prompt is empty: give at least one token of text to continue")
+    prompts = [tokenizer.encode(text) for text in args.prompt]
+    for n, ids in enumerate(prompts, 1):
+        if not ids:
+            raise ValueError(f"--prompt {'' if len(prompts) == 1 else f'{n} '}is empty: give at least one token of "
+                             "text to continue")
     model = load_pretrained(args.model, device=device).eval().set_fused(not args.explicit_math)
-    check_room(len(ids), args.max_new_tokens, model.config.n_positions, prompt="--prompt")
+    check_room(max(map(len, prompts)), args.max_new_tokens, model.config.n_positions, prompt="--prompt")
     refuse_non_finite(model, "decode")
     if args.compile:
         compile_model(model, device, dynamic=True)
-    input_ids = torch.tensor([ids], device=device)
-    out = decode(model, input_ids, cfg, eos_token_id=tokenizer.eos_token_id, decode_fn=tokenizer.decode)
-    print(tokenizer.decode(out[0].tolist()))
+    eos = tokenizer.eos_token_id
+    batch = tokenizer.encode_batch(args.prompt, padding_side="left")  # padded with eos
+    input_ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)  # (B, T) each
+    out = decode(model, input_ids, cfg, attention_mask=None if len(prompts) == 1 else mask, eos_token_id=eos,
+                 decode_fn=tokenizer.decode)  # (B, T + n)
+    for b, ids in enumerate(prompts):
+        if len(prompts) > 1:
+            print(f"--- prompt {b + 1}")
+        print(tokenizer.decode(ids + up_to_eos(out[b, input_ids.size(1):].tolist(), eos)))
     return 0

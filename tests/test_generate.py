@@ -57,3 +57,25 @@ def test_contrastive_k_reaches_the_decoder(model_dir, capsys):
     with pytest.raises(SystemExit) as refused:
         run.main([*argv, "--contrastive-k", "0"])
     assert refused.value.code == 1 and "--contrastive-k: must be >= 1" in capsys.readouterr().err
+
+
+def test_several_prompts_decode_as_one_batch_each_as_it_would_alone(model_dir, capsys):
+    """--prompt given twice: one left-padded batch, each continuation under its '--- prompt N' line, equal to the
+    text that prompt gets alone (greedy, prompts of different lengths, so the shorter one is padded)."""
+    from minigpt import load_pretrained
+
+    model = load_pretrained(str(model_dir)).eval()
+    tokenizer = Tokenizer.from_dir(model_dir)
+    prompts = [PROMPT, "the day the"]
+    argv = ["generate", "--model", str(model_dir), "--decoder", "greedy", "--max-new-tokens", "8", "--device", "cpu"]
+    alone = []
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer.encode(prompt)])
+        assert greedy_margin(model, greedy(model, ids, 8), ids.size(1)) > MIN_MARGIN  # no near-tie to flip
+        assert run.main([*argv, "--prompt", prompt]) == 0
+        alone.append(capsys.readouterr().out.rstrip("\n"))
+    assert len(tokenizer.encode(prompts[0])) < len(tokenizer.encode(prompts[1]))
+    assert run.main([*argv, "--prompt", prompts[0], "--prompt", prompts[1]]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == f"--- prompt 1\n{alone[0]}\n--- prompt 2\n{alone[1]}"
+    assert run.main([*argv, "--prompt", prompts[0], "--prompt", ""]) == 1
+    assert "--prompt 2 is empty" in capsys.readouterr().err
