@@ -10,6 +10,13 @@ on the whole batch at once against transformers' batched `generate` on the same 
 against ours on the 12 prompts one at a time (tokens/s over all rows). One batched step reads the weights once
 for all rows, so batching is the lever where batch-1 decoding is memory-bound.
 
+--compile: greedy decoding of the one prompt by a torch.compile'd copy of our model, compiled as `generate
+--compile` compiles it (minigpt/compiling.py, dynamic shapes: one graph for the prompt's prefill, one for the cached
+one-token step, whose key length grows), against the eager model: tokens/s and whether the tokens are identical;
+the compile time (the first call, less an eager call) is printed on its own line. CUDA graphs
+(mode="reduce-overhead") are not used: the KV cache hands each step a view that grows by one position, and one
+captured graph would need a step over the cache's whole fixed capacity, with the length a tensor.
+
 Then corpus chrF over 1,000 sentence pairs vs sacrebleu's CHRF, and MBR over 32 candidates vs a brute-force
 loop of sacrebleu sentence scores (bench/chrf.py).
 
@@ -54,6 +61,7 @@ class Settings:
     device: str = "cpu"
     dtype: str = "fp32"
     explicit_math: bool = False
+    compile: bool = False  # also greedy by a torch.compile'd copy of ours against eager
 
 
 def add_arguments(parser) -> None:
@@ -75,6 +83,9 @@ def add_arguments(parser) -> None:
                         help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
     add_explicit_math_argument(parser)  # ours only
+    parser.add_argument("--compile", action="store_true",
+                        help="also greedy by a torch.compile'd copy of ours against eager ours: tokens/s, identical "
+                             "tokens, and the compile time")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="weights and activations of both models (bf16 tokens may differ: rounding)")
 
@@ -202,6 +213,32 @@ def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
     return all_same
 
 
+def bench_compiled(settings: Settings, ours, ids, n: int, eos: int) -> bool:
+    """Greedy on the (1, T) prompt: a torch.compile'd copy of ours against ours eager; prints the row and the
+    compile time (the compiled copy's first call less an eager call); True when the tokens are identical."""
+    import copy
+
+    from decoding import greedy
+    from minigpt.compiling import compile_model
+
+    device = torch.device(settings.device)
+    compiled = compile_model(copy.deepcopy(ours), device, dynamic=True)  # as generate --compile does
+    first, _, _, _ = timed_pair(lambda: greedy(compiled, ids, n, eos_token_id=eos), lambda: None, repeats=1,
+                                warmup=0, device=device)  # compiles the prefill and the one-token step
+    t_compiled, t_eager, out_compiled, out_eager = timed_pair(
+        lambda: greedy(compiled, ids, n, eos_token_id=eos), lambda: greedy(ours, ids, n, eos_token_id=eos),
+        settings.repeats, settings.warmup, device)
+    same = torch.equal(out_compiled, out_eager)
+    speed_compiled = (out_compiled.size(1) - ids.size(1)) / t_compiled
+    speed_eager = (out_eager.size(1) - ids.size(1)) / t_eager
+    print(f"  {'decoder':18} {'compiled':>10} {'eager':>12} {'ratio':>6}  {'identical tokens'}")
+    print(f"  {'greedy (compiled)':18} {speed_compiled:10.1f} {speed_eager:12.1f} "
+          f"{speed_compiled / speed_eager:5.2f}x  {'yes' if same else 'NO'}")
+    print(f"  compile time: {first - t_compiled:.1f} s (first compiled call {first:.1f} s, later calls "
+          f"{t_compiled:.3f} s; torch's compile cache in /tmp makes a second run's shorter)")
+    return same
+
+
 def bench_decoders(settings: Settings) -> bool:
     from transformers.utils import logging
 
@@ -244,6 +281,8 @@ def bench_decoders(settings: Settings) -> bool:
     if greedy_speed and bound:
         print(f"  greedy as a fraction of the memory bound: ours {greedy_speed[0] / bound:.0%}, "
               f"transformers {greedy_speed[1] / bound:.0%}")
+    if settings.compile:
+        all_same &= bench_compiled(settings, ours, ids, n, cfg.eos_token_id)
     if settings.batch > 0:
         all_same &= bench_batched(settings, ours, hf, n, cfg.eos_token_id)
     return all_same
@@ -255,7 +294,8 @@ def main(args) -> int:
     settings = Settings(config=args.config, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                         repeats=args.repeats, warmup=args.warmup, chrf_pairs=args.chrf_pairs,
                         mbr_candidates=args.mbr_candidates, decoders=args.decoders, batch=args.batch,
-                        device=args.device, dtype=args.dtype, explicit_math=args.explicit_math)
+                        device=args.device, dtype=args.dtype, explicit_math=args.explicit_math,
+                        compile=args.compile)
     ok = True
     if args.only in ("all", "decoders"):
         ok &= bench_decoders(settings)

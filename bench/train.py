@@ -19,15 +19,22 @@ Model FLOPs per token: bench/flops.py.
 Both sides run the same loss code: bench/model.py's train_step_fn (next-token cross-entropy over all positions) for
 the LM methods; cross-entropy of the 5-class logits for --task sentiment, where a batch is right-padded rows of
 random lengths T/2..T (pad = eos) and tokens/s counts every position of the padded batch (both sides compute all).
-Optimizers as in bench/model.py: ours minigpt.optim.AdamW over param_groups (no decay on biases, LayerNorm,
-embeddings), the reference torch.optim.AdamW (its default: the for-loop path on CPU, foreach on CUDA), lr 1e-5,
-weight decay 0.01. After the methods, the AdamW step alone over the full model's parameters: ours against
-torch.optim.AdamW foreach (and fused where this torch has it), bench/adamw.py.
+Optimizers as in bench/model.py: ours as the trainer builds it (training/optimization.py: torch's fused AdamW
+over param_groups, no decay on biases, LayerNorm, embeddings; --explicit-math: minigpt.optim.AdamW), the reference
+torch.optim.AdamW (its default: the for-loop path on CPU, foreach on CUDA), lr 1e-5, weight decay 0.01. After the
+methods, the AdamW step alone over the full model's parameters: minigpt.optim.AdamW against torch.optim.AdamW
+fused and foreach, bench/adamw.py.
 
 --device cuda / --dtype bf16 as in bench/model.py (bf16: forward and loss under autocast; the matmul peak is then
 a bf16 torch.mm, so the MFU is against the bf16 peak).
 Peak memory (peak_child): what training adds above the built model (gradients, optimizer state, activations),
 measured for each side in its own fresh process (bench/children.py).
+
+--gradient-checkpointing and --compile (training/model_switches.py, the trainer's switches): after the tables above,
+our model for each method is timed plain and with each switch on, the steps of the variants interleaved, same
+config, same batch: tokens/s, the first step (for --compile: the compilation, which the first step pays for), and
+the peak memory of 3 steps above the model and its AdamW moments (activations and gradients; a fresh child process
+per variant, after one warm-up step that compiles and allocates the moments; on CUDA torch.cuda.max_memory_allocated).
 
 Ratios, not seconds: these machines are noisy. Timed steps alternate between the sides, and the header prints the
 load average: when other processes compete for the cores (load above the core count), multi-threaded kernels wait
@@ -35,8 +42,10 @@ for descheduled threads and both sides slow down erratically; rerun on a quiet m
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
@@ -62,6 +71,9 @@ from bench.timing import interleaved, synchronize
 from minigpt import GPT2
 from minigpt.settings import checked_text, number
 from tasks.model_flags import add_explicit_math_argument
+from training.model_switches import switch_model
+
+SWITCHES = ("checkpointing", "compile")  # --gradient-checkpointing, --compile: each timed beside the plain run
 
 # ----- the two sides --------------------------------------------------------------------------------------------
 
@@ -203,6 +215,97 @@ def peak_memory(task: str, method: str, config: str, B: int, T: int, device: str
     return dict(zip(sides, results))
 
 
+# ----- the switches: gradient checkpointing, torch.compile -------------------------------------------------------
+
+
+def switched_model(task: str, method: str, config: str, switch: str, device: str, fused: bool = True):
+    """Our model for `method` on `device` with one switch of training/model_switches.py on: "plain" (none),
+    "checkpointing" (each block recomputed in the backward pass) or "compile" (torch.compile, inductor)."""
+    ours = set_fused(build_models(task, method, config)[0].to(device), fused)
+    switch_model(ours, gradient_checkpointing=switch == "checkpointing", compile=switch == "compile",
+                 device=torch.device(device))
+    return ours
+
+
+def switch_step(task: str, method: str, config: str, switch: str, B: int, T: int, device: str, autocast,
+                fused: bool = True):
+    """A training step (closure) of our switched model on the benchmark's batch (B, T)."""
+    model = switched_model(task, method, config, switch, device, fused)
+    cfg = gpt2_config(model)
+    batch = to_device(make_batch(task, cfg.vocab_size, cfg.eos_token_id, B, T), device)
+    return model, step_fn(task, "ours", model, batch, autocast)
+
+
+def time_switches(settings: Settings, method: str, switches: list[str], device: torch.device, autocast) -> dict:
+    """{switch: {"first_step_s", "tokens_per_s"}}: the first step of each variant timed alone (it compiles), then
+    the median step of `repeats` interleaved rounds (bench/timing.py)."""
+    B, T = settings.batch_size, settings.seq_len
+    fns, first = {}, {}
+    for switch in switches:
+        _, fns[switch] = switch_step(settings.task, method, settings.config, switch, B, T, str(device), autocast,
+                                     not settings.explicit_math)
+        t0 = time.perf_counter()
+        fns[switch]()  # each step ends with a synchronize
+        first[switch] = time.perf_counter() - t0
+    t = interleaved(fns, settings.repeats)  # {switch: (median, min, max) seconds}
+    return {s: {"first_step_s": first[s], "tokens_per_s": B * T / t[s][0]} for s in switches}
+
+
+def release_freed_memory() -> None:
+    """Give the heap memory freed so far back to the OS (glibc's malloc_trim), so resident memory is live memory;
+    nothing where the C library has no malloc_trim."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def switch_peak_child(task: str, method: str, config: str, switch: str, B: int, T: int, device: str = "cpu",
+                      dtype: str = "fp32") -> float:
+    """In a fresh process (bench/children.py): our switched model, one warm-up step (it compiles and allocates the
+    AdamW moments), its gradients dropped; the MiB of peak memory that 3 more steps add (activations, gradients)."""
+    model, fn = switch_step(task, method, config, switch, B, T, device, precision(torch.device(device), dtype))
+    fn()
+    for p in model.parameters():
+        p.grad = None
+    release_freed_memory()
+    return peak_above_now(fn, device=device)
+
+
+def switch_peaks(settings: Settings, method: str, switches: list[str]) -> dict:
+    """{switch: peak MiB} of switch_peak_child, one fresh process per variant, all at once."""
+    calls = [(settings.task, method, settings.config, switch, settings.batch_size, settings.seq_len,
+              settings.device, settings.dtype) for switch in switches]
+    return dict(zip(switches, all_at_once(switch_peak_child, calls)))
+
+
+def bench_switches(settings: Settings, methods, device: torch.device, autocast) -> dict:
+    """Print and return {method: {switch: {"tokens_per_s", "first_step_s", "peak_mib"}}} for "plain" and each
+    switch the flags chose."""
+    switches = ["plain"] + [s for s, on in zip(SWITCHES, (settings.gradient_checkpointing, settings.compile)) if on]
+    print(f"  ours with --{' --'.join(switch_flag(s) for s in switches[1:])} beside the plain run "
+          f"(peak MiB: 3 steps above the model and its AdamW moments, after a warm-up step; fresh process each)")
+    print(f"  {'run':24} {'tok/s':>9} {'vs plain':>8} {'first step s':>12} {'peak MiB':>9} {'vs plain':>8}")
+    results = {}
+    for method in methods:
+        rows = time_switches(settings, method, switches, device, autocast)
+        peaks = {} if settings.no_memory else switch_peaks(settings, method, switches)
+        for switch, row in rows.items():
+            row["peak_mib"] = peaks.get(switch)
+            name = method if switch == "plain" else f"{method} + {switch}"
+            speed = row["tokens_per_s"] / rows["plain"]["tokens_per_s"]
+            mem = (f"{row['peak_mib']:9.0f} {row['peak_mib'] / max(peaks['plain'], 1e-9):7.2f}x" if peaks
+                   else f"{'-':>9} {'-':>8}")
+            print(f"  {name:24} {row['tokens_per_s']:9.1f} {speed:7.2f}x {row['first_step_s']:12.2f} {mem}")
+        results[method] = rows
+    return results
+
+
+def switch_flag(switch: str) -> str:
+    return {"checkpointing": "gradient-checkpointing", "compile": "compile"}[switch]
+
+
 # ----- the command ----------------------------------------------------------------------------------------------
 
 
@@ -219,6 +322,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matmul-size", type=number(int, 1), default=2048, help="n of the n x n x n matmul peak")
     parser.add_argument("--threads", type=number(int, 0), default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="also run ours with every block recomputed in the backward pass: tokens/s and peak "
+                             "memory beside the plain run")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run ours under torch.compile: tokens/s, compile time (the first step) and peak "
+                             "memory beside the plain run")
     add_explicit_math_argument(parser)  # ours only; the peak-memory children measure the fused path
     add_device_arguments(parser)
 
@@ -235,6 +344,8 @@ class Settings:
     matmul_size: int = 2048
     threads: int = 0
     no_memory: bool = False
+    gradient_checkpointing: bool = False  # also time and measure ours with each block recomputed
+    compile: bool = False  # also time and measure ours under torch.compile
     explicit_math: bool = False
     device: str = "cpu"
     dtype: str = "fp32"
@@ -303,4 +414,7 @@ def run_benchmark(settings: Settings) -> dict:
             results[method]["peak_mib"] = mem
             print(f"  {method:8} {mem['ours']:11.0f} {mem['transformers']:10.0f} "
                   f"{mem['ours'] / max(mem['transformers'], 1e-9):6.2f}x")
+    if settings.gradient_checkpointing or settings.compile:
+        for method, rows in bench_switches(settings, methods, device, autocast).items():
+            results[method]["switches"] = rows
     return results
