@@ -69,11 +69,11 @@ def test_bad_grids_fail_before_any_run(tmp_path, capsys, grid, shared, message):
 def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     """The first sweep runs its two settings side by side (--gpus 0,1, on the CPU here); the second, one at a time."""
     out, shared = sonnet_setup
-    assert sweep(out, ["lr=1e-3,3e-2"], shared, "--gpus", "0,1") == 0
+    assert sweep(out, ["lr=1e-3,1e-2"], shared, "--gpus", "0,1") == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["run"] for r in rows] == sorted((r["run"] for r in rows), key=lambda n: -next(
         x["dev_chrf"] for x in rows if x["run"] == n))
-    assert {r["run"] for r in rows} == {"lr=1e-3", "lr=3e-2"} and all(r["status"] == "done" for r in rows)
+    assert {r["run"] for r in rows} == {"lr=1e-3", "lr=1e-2"} and all(r["status"] == "done" for r in rows)
     assert set(TASKS["sonnet"]) <= {k for k, v in rows[0].items() if isinstance(v, float)}  # --metric's choices
     for r in rows:  # each row is the run's own result.json plus its setting
         assert r == {"run": r["run"], "lr": r["run"][3:], "status": "done",
@@ -82,16 +82,16 @@ def test_sweep_runs_ranks_skips_and_resumes(sonnet_setup, capsys):
     table = capsys.readouterr().out
     assert table.index(rows[0]["run"] + " ") < table.index(rows[1]["run"] + " ")  # printed best first
 
-    # lr=3e-2 "interrupted" (its checkpoint, no result yet): continued with --resume, one run at a time;
+    # lr=1e-2 "interrupted" (its checkpoint, no result yet): continued with --resume, one run at a time;
     # lr=1e-3 skipped
-    result = out / "lr=3e-2" / "result.json"
+    result = out / "lr=1e-2" / "result.json"
     before = json.loads(result.read_text())
     assert before["dev_chrf"] != before["floor_prompts"]  # it wrote more than the prompts: the check below bites
     result.unlink()
-    assert sweep(out, ["lr=1e-3,3e-2"], shared) == 0
+    assert sweep(out, ["lr=1e-3,1e-2"], shared) == 0
     said = capsys.readouterr().out
     assert "[1/2] lr=1e-3: finished earlier with the same settings, skipped" in said
-    assert "[2/2] lr=3e-2: continuing (--resume)" in said
+    assert "[2/2] lr=1e-2: continuing (--resume)" in said
     after = json.loads(result.read_text())
     assert after["dev_chrf"] == before["dev_chrf"]  # max_steps had been reached: same weights, same sonnets
     assert before["best_epoch"] == after["best_epoch"] == 1  # the evaluation where max_steps stopped, again
