@@ -87,7 +87,9 @@ def offline_message(name: str, url: str, error: Exception, target: Path) -> str:
         reason = str(getattr(error, "reason", None) or error)
     return (f"could not download {url}: {reason}.\n"
             f"To work without the network, put the files {', '.join(FILES)} of openai-community/{name} by hand "
-            f"into\n    {target}{os.sep}\nor pass a model directory with --model PATH.")
+            f"into\n    {target}{os.sep}\nor pass a model directory with --model PATH; or, with only the tokenizer "
+            f"files (vocab.json, merges.txt) in a folder, train a small model from random weights: --model "
+            f"scratch --tokenizer FOLDER.")
 
 
 def fetch(url: str, dest: Path) -> None:

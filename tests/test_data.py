@@ -302,7 +302,8 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(None, must_exist=False) == REPO_DATA_DIR
     monkeypatch.setenv("MINIGPT_DATA", str(tmp_path))
     assert resolve_data_dir(None) == tmp_path
-    with pytest.raises(MissingDataError, match=r"absent \(from --data-dir\) does not exist.*python run\.py download"):
+    with pytest.raises(MissingDataError,
+                       match=r"absent \(from --data-dir\) does not exist.*--data-dir FOLDER.*python run\.py download"):
         resolve_data_dir(str(tmp_path / "absent"))
     assert resolve_data_dir(str(tmp_path / "absent"), must_exist=False) == tmp_path / "absent"
     (tmp_path / "file").write_text("x")
@@ -313,7 +314,8 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
 def test_data_file_says_what_and_where(tmp_path):
     (tmp_path / "sonnets.txt").write_text("x")
     assert data_file(tmp_path, "sonnets.txt") == tmp_path / "sonnets.txt"
-    with pytest.raises(MissingDataError, match=r"(?s)ids-sst-dev\.csv is missing.*labels 0-4.*run\.py download"):
+    with pytest.raises(MissingDataError, match=r"(?s)ids-sst-dev\.csv is missing.*labels 0-4.*run\.py download.*"
+                                               r"--data-dir FOLDER \(or \$MINIGPT_DATA\)"):
         data_file(tmp_path, "ids-sst-dev.csv")
     with pytest.raises(MissingDataError, match=r"(?s)ids-cfimdb-train\.csv is missing.*no public download.*cs224n"):
         data_file(tmp_path, "ids-cfimdb-train.csv")

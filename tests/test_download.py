@@ -215,6 +215,7 @@ def test_offline_error_names_url_and_cache_dir(tmp_path, monkeypatch):
     assert f"could not download {url}: " in message and "Connection refused" in message
     assert str(tmp_path / "home" / "gpt2-medium") in message
     assert "config.json, vocab.json, merges.txt, model.safetensors" in message and "--model PATH" in message
+    assert "--model scratch --tokenizer FOLDER" in message  # the way out with only the tokenizer files
 
 
 def test_unknown_name():

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from tasks.data import DataError, read_quora, read_sentiment, read_sonnets, sonnet_numbers
-from tasks.data.fetch_data import OUTPUTS, FetchError, fetch_data, parse_tree
+from tasks.data.fetch_data import OFFLINE, OUTPUTS, FetchError, fetch_data, parse_tree
 from tasks.data.gutenberg import parse_gutenberg_sonnets, to_roman
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -211,6 +211,9 @@ def test_offline_message_names_url_files_format_and_place(tmp_path):
         assert str(tmp_path / "data" / name) in message
     assert "its number alone on a line" in message  # the expected format
     assert "cfimdb: there is no public download" in message and "cs224n_gpt" in message
+    # the re-run hint keeps this run's data directory, and the way out offline is named
+    assert f"python run.py download data --data-dir {tmp_path / 'data'} --only sonnets" in message
+    assert message.endswith(OFFLINE) and "--data-dir FOLDER (or set $MINIGPT_DATA=FOLDER)" in OFFLINE
     assert not list((tmp_path / "data").rglob("*.part"))
     assert not (tmp_path / "data" / "sonnets.txt").exists()
 

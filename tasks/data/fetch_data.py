@@ -199,6 +199,15 @@ def _by_hand(name: str, data_dir: Path) -> str:
     return "\n".join(f"    {data_dir / f}: {COURSE_FILES[f][0]}" for f in OUTPUTS[name])
 
 
+def _again(name: str, data_dir: Path) -> str:
+    """The command that fetches this one source into this data directory again."""
+    return f"python run.py download data --data-dir {data_dir} --only {name}"
+
+
+OFFLINE = ("Offline with the course's files already in a folder? Skip the download: give the tasks "
+           "--data-dir FOLDER (or set $MINIGPT_DATA=FOLDER).")
+
+
 def _cfimdb_message(data_dir: Path) -> str:
     return (f"cfimdb: there is no public download. Copy the three files from the data/ folder of the CS224N GPT-2 "
             f"default final project repository (cs224n_gpt) into {data_dir}:\n{_by_hand('cfimdb', data_dir)}")
@@ -230,18 +239,19 @@ def fetch_data(data_dir, what=("sonnets", "sst", "quora"), urls: dict[str, str] 
                 download(urls[name], raw, timeout)
             except (OSError, urllib.error.URLError) as e:  # URLError, HTTPError, timeouts, refused connections
                 failures.append(f"{name}: could not download {urls[name]} ({e}).\n  Download it by hand and save "
-                                f"it as {raw}, then run `python run.py download data` again; or put the course's "
+                                f"it as {raw}, then run `{_again(name, data_dir)}`; or put the course's "
                                 f"files there yourself:\n{_by_hand(name, data_dir)}")
                 continue
         try:
             written += BUILDERS[name](raw, data_dir)
         except (DataError, csv.Error, zipfile.BadZipFile, UnicodeDecodeError) as e:
             failures.append(f"{name}: {raw} is not in the expected form ({e}).\n  Delete it and run "
-                            f"`python run.py download data` again, or put these files there yourself:\n"
+                            f"`{_again(name, data_dir)}`, or put these files there yourself:\n"
                             f"{_by_hand(name, data_dir)}")
     sentiment = "sst" in what and "cfimdb" not in what  # the notice belongs to the sentiment data sets only
     if sentiment and not all((data_dir / f).is_file() for f in OUTPUTS["cfimdb"]):
         logger.warning(_cfimdb_message(data_dir))
     if failures:
+        failures.append(OFFLINE)
         raise FetchError("\n\n".join(failures))
     return written

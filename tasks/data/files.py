@@ -83,7 +83,8 @@ def resolve_data_dir(arg: str | os.PathLike | None = None, must_exist: bool = Tr
         raise MissingDataError(f"data directory {path} (from {source}) is a file, not a directory")
     if must_exist and not path.is_dir():
         raise MissingDataError(
-            f"data directory {path} (from {source}) does not exist. Fill it with "
+            f"data directory {path} (from {source}) does not exist. If the course's files are in another folder, "
+            f"give --data-dir FOLDER (or set $MINIGPT_DATA=FOLDER); else fill this one with "
             f"`python run.py download data --data-dir {path}` (sonnets, SST, Quora); the CFIMDB files must be "
             f"copied by hand. data/README.md lists every file and its format.")
     return path
@@ -95,7 +96,8 @@ def data_file(data_dir: str | os.PathLike, name: str) -> Path:
     if path.is_file():
         return path
     fmt, source = COURSE_FILES.get(name, ("see data/README.md", "see data/README.md"))
-    raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}")
+    raise MissingDataError(f"{path} is missing.\n  expected format: {fmt}\n  where to get it: {source}\n  "
+                           f"or, if the course's files are in another folder: --data-dir FOLDER (or $MINIGPT_DATA)")
 
 
 @contextlib.contextmanager
