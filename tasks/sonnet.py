@@ -57,8 +57,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-lines", type=number(int, 0), default=14,
                         help="keep at most this many lines of each generated sonnet, prompt included (a sonnet "
                              "has 14; 0 = keep everything the decoder wrote)")
-    parser.add_argument("--dev-limit", type=number(int, 0), default=0,
-                        help="evaluate each epoch on the first N dev prompts only (0 = all 12); for quick CPU runs")
+    parser.add_argument("--dev-limit", "--limit", dest="dev_limit", type=number(int, 0), default=0,
+                        help="evaluate each epoch on the first N dev prompts only (0 = all 12); for quick CPU runs "
+                             "(--limit, the classifiers' smoke-run flag, is the same here: the 131 training "
+                             "sonnets are few, the dev decoding is what takes time)")
     parser.add_argument("--skip-test", action="store_true", help="do not write generations for the test prompts")
     add_model_arguments(parser, finetune_choices=("full", "lora", "dora", "prefix"), default_finetune="full")
     add_training_arguments(parser, out_dir="runs/sonnet", epochs=10, batch_size=8, lr=1e-5, warmup=0.1,

@@ -347,3 +347,12 @@ def test_each_help_line_gives_one_default(task, capsys):
     assert "(default: None)" not in text and "%(default)s" not in text
     assert not re.search(r"\(default: [^()]*\) \(default:", text)  # two default notes in a row
     assert "(default: 10; --protocol course: 10)" in text
+
+
+def test_sonnet_takes_the_classifiers_limit_flag_as_its_dev_limit():
+    """--limit, the classifiers' smoke-run flag, is --dev-limit on sonnet (it was an unrecognized argument)."""
+    for flag in ("--limit", "--dev-limit"):
+        argv = ["sonnet", flag, "2"]
+        assert run.build_parser(argv).parse_args(argv).dev_limit == 2
+    argv = ["sentiment", "--limit", "2"]
+    assert run.build_parser(argv).parse_args(argv).limit == 2
