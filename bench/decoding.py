@@ -5,7 +5,7 @@ bf16) loaded into both implementations: a 32-token prompt, 64 new tokens, tokens
 sampling, contrastive search (k=4) and beam search (4 beams), the ratio ours / transformers, and whether the token
 ids are identical.
 
-Batched (--batch 12 prompts, as many as the sonnet dev set, of 16 to 32 tokens, left-padded): the same decoders
+Batched (--batch-size 12 prompts, as many as the sonnet dev set, of 16 to 32 tokens, left-padded): the same decoders
 on the whole batch at once against transformers' batched `generate` on the same batch, and ours batched
 against ours on the 12 prompts one at a time (tokens/s over all rows). One batched step reads the weights once
 for all rows, so batching is the lever where batch-1 decoding is memory-bound.
@@ -24,7 +24,7 @@ The physical bound of batch-1 decoding: every step reads every weight once (the 
 tokens/s <= memory read bandwidth / weight bytes. The bandwidth is measured here, in the same run, by summing a
 tensor as large as the weights (the fastest of 10 sums).
 
-Ratios, not seconds: these machines are noisy. Each figure is the median of --repeats timed runs after --warmup
+Ratios, not seconds: these machines are noisy. Each figure is the median of --repeats timed runs after --warmup-runs
 untimed ones, ours and the reference timed alternately. On a shared 2-core machine, --threads 1 avoids the
 stalls of two OpenMP threads waiting for each other while another process holds a core.
 """
@@ -68,10 +68,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", type=checked_text(parse_config), default="gpt2",
                         help="preset size built with random weights (or GPT2Config fields key=value,...)")
     parser.add_argument("--prompt-tokens", type=number(int, 1), default=32, help="prompt length in tokens")
-    parser.add_argument("--new-tokens", type=number(int, 1), default=64, help="tokens each decoder generates")
+    parser.add_argument("--max-new-tokens", dest="new_tokens", type=number(int, 1), default=64,
+                        help="tokens each decoder generates")
     parser.add_argument("--repeats", type=number(int, 1), default=3,
                         help="timed runs per figure (the median is reported)")
-    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed runs before the timed ones")
+    parser.add_argument("--warmup-runs", dest="warmup", type=number(int, 0), default=1,
+                        help="untimed runs before the timed ones")
     parser.add_argument("--threads", type=number(int, 0), default=0, help="torch threads (0 = PyTorch's default)")
     parser.add_argument("--chrf-pairs", type=number(int, 1), default=1000, help="sentence pairs for corpus chrF")
     parser.add_argument("--mbr-candidates", type=number(int, 2), default=32, help="candidates for MBR selection")
@@ -79,7 +81,7 @@ def add_arguments(parser) -> None:
                         help="decoders: only the generate comparison; chrf: only chrF and MBR")
     parser.add_argument("--decoders", type=decoder_list, default=",".join(DECODERS),
                         help=f"comma-separated subset of {','.join(DECODERS)}")
-    parser.add_argument("--batch", type=number(int, 0), default=12,
+    parser.add_argument("--batch-size", dest="batch", type=number(int, 0), default=12,
                         help="prompts in the batched comparison (0 = skip it); 12 = the sonnet dev prompts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
     add_explicit_math_argument(parser)  # ours only
@@ -184,7 +186,7 @@ def left_padded_prompts(count: int, longest: int, vocab: int, pad: int, device):
 
 
 def bench_batched(settings: Settings, ours, hf, n: int, eos: int) -> bool:
-    """The --batch prompts at once: ours vs transformers' batched generate, and ours batched vs one at a time."""
+    """The --batch-size prompts at once: ours vs transformers' batched generate, and ours batched vs one at a time."""
     cfg = ours.config
     ids, mask, singles = left_padded_prompts(settings.batch, settings.prompt_tokens, cfg.vocab_size, eos,
                                              settings.device)

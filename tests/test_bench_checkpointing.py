@@ -78,9 +78,9 @@ def test_compile_row_beside_the_plain_run(capsys):
 def test_bench_decoding_compile_reports_compiled_greedy_and_the_compile_time(capsys):
     pytest.importorskip("sacrebleu")
     torch._dynamo.reset()
-    code = run.main(["bench", "decoding", "--config", TINY, "--prompt-tokens", "6", "--new-tokens", "5",
-                     "--repeats", "1", "--warmup", "0", "--decoders", "greedy", "--only", "decoders", "--batch", "0",
-                     "--threads", "1", "--device", "cpu", "--compile"])
+    code = run.main(["bench", "decoding", "--config", TINY, "--prompt-tokens", "6", "--max-new-tokens", "5",
+                     "--repeats", "1", "--warmup-runs", "0", "--decoders", "greedy", "--only", "decoders",
+                     "--batch-size", "0", "--threads", "1", "--device", "cpu", "--compile"])
     out = capsys.readouterr().out
     row = re.search(r"^  greedy \(compiled\) +([\d.]+) +([\d.]+) +([\d.]+)x  (yes|NO)$", out, re.M)
     assert row, out

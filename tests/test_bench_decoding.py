@@ -11,8 +11,8 @@ import run  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")  # --threads 1 sets torch's count: restored after each test
 
 TINY = "n_layer=2,n_head=2,n_embd=64,vocab_size=300,n_positions=128"
-ARGS = ["bench", "decoding", "--config", TINY, "--prompt-tokens", "6", "--new-tokens", "5", "--repeats", "1",
-        "--warmup", "0", "--chrf-pairs", "20", "--mbr-candidates", "4", "--batch", "3", "--threads", "1",
+ARGS = ["bench", "decoding", "--config", TINY, "--prompt-tokens", "6", "--max-new-tokens", "5", "--repeats", "1",
+        "--warmup-runs", "0", "--chrf-pairs", "20", "--mbr-candidates", "4", "--batch-size", "3", "--threads", "1",
         "--device", "cpu"]
 ROW = r"^  {name} +([\d.]+) +([\d.]+) +([\d.]+)x  (yes|NO)"
 
@@ -33,7 +33,7 @@ def test_every_decoder_one_prompt_and_batched_then_chrf_and_mbr(capsys):
 
 
 def test_only_a_chosen_decoder_runs(capsys):
-    code = run.main([*ARGS, "--decoders", "greedy", "--only", "decoders", "--batch", "0"])
+    code = run.main([*ARGS, "--decoders", "greedy", "--only", "decoders", "--batch-size", "0"])
     out = capsys.readouterr().out
     assert re.search(ROW.format(name="greedy"), out, re.M) and "beam" not in out and "chrF" not in out
     assert (code == 1) == (" NO" in out)
@@ -43,7 +43,7 @@ def test_only_a_chosen_decoder_runs(capsys):
     ("--decoders", "greedy,nucleus", "unknown decoder(s) 'nucleus'"),
     ("--repeats", "0", "must be >= 1"),
     ("--config", "gpt3", "not a preset"),
-    ("--batch", "-1", "must be >= 0"),
+    ("--batch-size", "-1", "must be >= 0"),
 ])
 def test_bad_flags_are_one_line_before_anything_runs(capsys, flag, value, message):
     with pytest.raises(SystemExit) as refused:
