@@ -44,23 +44,25 @@ def main(args) -> int:
     cfg = decode_config_from_args(args)
     device = resolve_device(args.device)
     tokenizer = Tokenizer.from_dir(args.tokenizer or resolve_model_dir(args.model))
-    prompts = [tokenizer.encode(text) for text in args.prompt]
-    for n, ids in enumerate(prompts, 1):
-        if not ids:
-            raise ValueError(f"--prompt {'' if len(prompts) == 1 else f'{n} '}is empty: give at least one token of "
+    batch = tokenizer.encode_batch(args.prompt, padding_side="left")  # padded with eos
+    lengths = batch.attention_mask.sum(dim=1).tolist()  # tokens of each prompt
+    for n, length in enumerate(lengths, 1):
+        if not length:
+            raise ValueError(f"--prompt {'' if len(lengths) == 1 else f'{n} '}is empty: give at least one token of "
                              "text to continue")
     model = load_pretrained(args.model, device=device).eval().set_fused(not args.explicit_math)
-    check_room(max(map(len, prompts)), args.max_new_tokens, model.config.n_positions, prompt="--prompt")
+    T = batch.input_ids.size(1)  # the longest prompt
+    check_room(T, args.max_new_tokens, model.config.n_positions, prompt="--prompt")
     refuse_non_finite(model, "decode")
     if args.compile:
         compile_model(model, device, dynamic=True)
     eos = tokenizer.eos_token_id
-    batch = tokenizer.encode_batch(args.prompt, padding_side="left")  # padded with eos
     input_ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)  # (B, T) each
-    out = decode(model, input_ids, cfg, attention_mask=None if len(prompts) == 1 else mask, eos_token_id=eos,
+    out = decode(model, input_ids, cfg, attention_mask=None if len(lengths) == 1 else mask, eos_token_id=eos,
                  decode_fn=tokenizer.decode)  # (B, T + n)
-    for b, ids in enumerate(prompts):
-        if len(prompts) > 1:
+    for b, length in enumerate(lengths):
+        if len(lengths) > 1:
             print(f"--- prompt {b + 1}")
-        print(tokenizer.decode(ids + up_to_eos(out[b, input_ids.size(1):].tolist(), eos)))
+        prompt = out[b, T - length:T].tolist()  # without its left padding
+        print(tokenizer.decode(prompt + up_to_eos(out[b, T:].tolist(), eos)))
     return 0

@@ -293,7 +293,6 @@ def test_ctrl_c_suggests_resume_only_when_a_checkpoint_exists(tmp_path, monkeypa
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
     """`kill PID` (or a cluster's time limit) while the task runs: the same stop and message, exit 143."""
-    import os
     import signal
 
     import tasks.sonnet

@@ -126,8 +126,7 @@ class _Trainer:
             raise ValueError(f"the training set has {len(train_data)} examples: too few for one step")
         self.amp = cfg.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.module = model.to(device)
-        if cfg.gradient_checkpointing or cfg.compile:  # training/model_switches.py
-            switch_model(self.module, cfg.gradient_checkpointing, cfg.compile, device)
+        switch_model(self.module, cfg.gradient_checkpointing, cfg.compile, device)  # training/model_switches.py
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
